@@ -1,0 +1,471 @@
+"""Scopes: the immutable ``deterministic`` configuration and the per-entry ``Scope``.
+
+``deterministic`` only holds settings. Every entry builds a fresh :class:`Scope`, which
+holds what was saved, and pushes it on a process-wide stack; nothing about an entry is
+ever stored on the configuration, so nesting, recursion and re-use are safe.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import _lock
+from ._flags import AlgorithmsMode, FlagSettings
+from ._imports import watch
+from ._seeds import SeedLike, draw_fresh_seed, resolve_seed
+from ._sources import SOURCES, Source, mark_imported, select_sources
+
+__all__ = ["Scope", "close_scope", "deterministic", "open_scope"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: Sources and the flag settings share one protocol; a scope calls them "parts".
+Part = Any
+
+_LOCK = _lock.ScopeLock()
+# The active scopes, innermost last. Only the thread that owns _LOCK touches it; the
+# lock is held exactly while the stack is not empty.
+_STACK: list[Scope] = []
+
+
+class Scope:
+    """One entry of a scope: the effective seed and everything saved at entry.
+
+    Returned by ``with deterministic(...) as scope``. Attributes other than ``seed``
+    are private.
+
+    Attributes:
+        seed: The effective integer seed of this entry, in ``[0, 2**32)``.
+    """
+
+    __slots__ = ("_config", "_owner", "_saved", "seed")
+
+    def __init__(self, config: deterministic, seed: int, owner: object) -> None:
+        """Create the record of one entry; :func:`open_scope` fills it.
+
+        Args:
+            config: The configuration entered.
+            seed: The effective seed.
+            owner: The thread and asyncio task that entered, for exit matching.
+        """
+        self._config = config
+        self.seed = seed
+        self._owner = owner
+        self._saved: dict[Part, Any] = {}
+
+    @property
+    def config(self) -> deterministic:
+        """The configuration this scope was entered from."""
+        return self._config
+
+    def __repr__(self) -> str:
+        return f"<Scope seed={self.seed} of {self._config!r}>"
+
+
+def _current_owner() -> tuple[int, object]:
+    """Return (thread, asyncio task or None): what must match between entry and exit."""
+    asyncio = sys.modules.get("asyncio")
+    task = None
+    if asyncio is not None:
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            task = asyncio.current_task(loop)
+    return (threading.get_ident(), task)
+
+
+def _parts(config: deterministic) -> list[Part]:
+    sources = config._sources if config._sources is not None else tuple(SOURCES.values())
+    parts: list[Part] = list(sources)
+    if config._flags.touches_anything:
+        parts.append(config._flags)
+    return parts
+
+
+def _restore_all(saved: dict[Part, Any]) -> BaseException | None:
+    """Restore every saved part, innermost change first; return the first failure."""
+    failure: BaseException | None = None
+    for part, state in reversed(saved.items()):
+        try:
+            part.restore(state)
+        except BaseException as error:  # noqa: BLE001 - every part must be attempted
+            if failure is None:
+                failure = error
+            elif hasattr(failure, "add_note"):
+                failure.add_note(f"restoring {part.name!r} also failed: {error!r}")
+    return failure
+
+
+def open_scope(
+    config: deterministic,
+    seed: int | None = None,
+    resume: dict[Part, Any] | None = None,
+    owner: object = None,
+) -> Scope:
+    """Save every available part, then seed it (or resume saved states), and push the scope.
+
+    Args:
+        config: The configuration to enter.
+        seed: The effective seed; ``None`` takes the configuration's (drawing a fresh
+            one if that is ``None`` too).
+        resume: States to install instead of seeding, for parts that have one; used
+            when a generator resumes its own stream.
+        owner: What :func:`close_scope` callers match the scope by.
+
+    Returns:
+        The new scope, now innermost.
+    """
+    if seed is None:
+        seed = config._seed if config._seed is not None else draw_fresh_seed()
+    if _LOCK.owner != threading.get_ident():
+        _LOCK.acquire()
+    try:
+        scope = Scope(config, seed, owner)
+        _start(scope, _parts(config), resume)
+        _STACK.append(scope)
+    except BaseException:
+        if not _STACK:
+            _LOCK.release()
+        raise
+    return scope
+
+
+def _start(scope: Scope, parts: list[Part], resume: dict[Part, Any] | None) -> None:
+    """Capture every available part, then seed or resume each; roll back if one fails."""
+    saved = scope._saved
+    started = [part for part in parts if part.available()]
+    for part in started:
+        saved[part] = part.capture()
+    try:
+        for part in started:
+            if resume is not None and part in resume:
+                part.restore(resume[part])
+            else:
+                part.seed(scope.seed)
+    except BaseException:
+        failure = _restore_all(saved)
+        if failure is not None:
+            raise failure  # noqa: B904 - the original error is its context
+        raise
+    if len(started) != len(parts):
+        for part in parts:
+            if part not in saved:
+                watch(part.module, _engage_imported)
+
+
+def close_scope(scope: Scope, keep: bool = False) -> dict[Part, Any] | None:
+    """Pop ``scope`` and restore everything it saved, attempting every part before raising.
+
+    Args:
+        scope: An active scope.
+        keep: Capture the scope's own states before restoring, to resume them later.
+
+    Returns:
+        The scope's own states if ``keep``, else ``None``.
+
+    Raises:
+        RuntimeError: If the scope is not innermost (scopes exited out of order, as
+            plain ``async with`` blocks in concurrent tasks do). Global state is still
+            left as if both scopes had exited in order.
+    """
+    index = _find(scope)
+    if index != len(_STACK) - 1:
+        _close_out_of_order(index)
+        raise RuntimeError(
+            "deterministic scopes exited out of order: a scope was left while a scope "
+            "entered after it was still active. This happens when concurrent asyncio "
+            "tasks use `async with deterministic(...)` across awaits; decorate the "
+            "coroutine function with @seeded (or @deterministic(...)) instead, which "
+            "keeps each task's stream separate"
+        )
+    kept = None
+    failure: BaseException | None = None
+    try:
+        if keep:
+            kept = {part: part.capture() for part in scope._saved}
+    except BaseException as error:  # noqa: BLE001 - restore first, then raise
+        failure = error
+    _STACK.pop()
+    restore_failure = _restore_all(scope._saved)
+    if not _STACK:
+        _LOCK.release()
+    if failure is not None:
+        raise failure
+    if restore_failure is not None:
+        raise restore_failure
+    return kept
+
+
+def _find(scope: Scope) -> int:
+    for index in range(len(_STACK) - 1, -1, -1):
+        if _STACK[index] is scope:
+            return index
+    raise RuntimeError(f"{scope!r} is not active")
+
+
+def _close_out_of_order(index: int) -> None:
+    """Remove a scope that is not innermost, handing its saved states to the scopes above."""
+    scope = _STACK.pop(index)
+    above = _STACK[index:]
+    for part, state in scope._saved.items():
+        for later in above:
+            if part in later._saved:
+                # The later scope saved this scope's stream; it must restore ours instead.
+                later._saved[part] = state
+                break
+        else:
+            part.restore(state)
+    if not _STACK:
+        _LOCK.release()
+
+
+def suspend_above(scope: Scope) -> list[Scope]:
+    """Take the scopes entered after ``scope`` off the stack and return them.
+
+    A generator that yields inside its own ``with deterministic(...)`` block leaves
+    that block's scope open; it travels with the generator until the next resume.
+
+    Args:
+        scope: An active scope.
+
+    Returns:
+        The scopes above it, innermost last.
+    """
+    index = _find(scope)
+    above = _STACK[index + 1 :]
+    del _STACK[index + 1 :]
+    return above
+
+
+def resume_above(scopes: Sequence[Scope]) -> None:
+    """Push scopes taken off by :func:`suspend_above` back, now owned by the current task.
+
+    Args:
+        scopes: The scopes to push, innermost last.
+    """
+    if scopes:
+        owner = _current_owner()
+        for scope in scopes:
+            scope._owner = owner
+        _STACK.extend(scopes)
+
+
+def _engage_imported(module: str) -> None:
+    """Seed the parts that ``module``'s import made available in every active scope.
+
+    Only the thread owning the active scopes engages them: a scope's saved states must
+    not change under it from another thread (and waiting for the lock inside an import
+    could deadlock on the import lock).
+    """
+    mark_imported(module)
+    if _LOCK.owner != threading.get_ident():
+        return
+    for scope in _STACK:
+        for part in _parts(scope._config):
+            if part.module == module and part not in scope._saved and part.available():
+                scope._saved[part] = part.capture()
+                part.seed(scope.seed)
+
+
+def _reset_after_fork() -> None:
+    # The forking thread is the only one left: scopes held by other threads can never
+    # exit, so drop them rather than deadlock the child's first scope.
+    global _LOCK
+    if _LOCK.owner is not None and _LOCK.owner != threading.get_ident():
+        _LOCK = _lock.ScopeLock()
+        _STACK.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class deterministic:  # noqa: N801 - reads like a function, as time-machine's `travel`
+    """A scope that seeds every RNG and sets determinism flags, then restores them exactly.
+
+    The object is an immutable, reusable configuration: the constructor validates its
+    arguments and touches no global state. Use it as ``with``, ``async with`` or as a
+    decorator; each entry saves the Python, NumPy, torch CPU and accelerator RNG states
+    and the flags, seeds and sets them, and restores them all on exit.
+
+    Args:
+        seed: An int in ``[0, 2**32)`` (used verbatim, as the classic recipe does), any
+            other int, a str or bytes (mapped through :func:`derive_seed`), or ``None``
+            to draw a fresh seed from OS entropy at each entry (logged on the
+            ``deterministic`` logger).
+        cudnn_deterministic: ``torch.backends.cudnn.deterministic`` in the scope.
+        cudnn_benchmark: ``torch.backends.cudnn.benchmark`` in the scope.
+        cudnn_enabled: ``torch.backends.cudnn.enabled`` in the scope.
+        deterministic_algorithms: ``True``, ``False``, ``"warn"`` (warn-only mode) or
+            ``None``, as ``torch.use_deterministic_algorithms``.
+        fill_uninitialized_memory: ``torch.utils.deterministic.fill_uninitialized_memory``.
+        sources: Names of the sources to touch (``"random"``, ``"numpy"``,
+            ``"torch"``, ``"cuda"``, ``"xpu"``, ``"mtia"``, ``"mps"``); ``None`` for all.
+
+    A flag keyword of ``None`` leaves that flag as it is during the scope; when any
+    flag keyword is set, every flag is restored on exit.
+
+    Raises:
+        TypeError: If the seed or a keyword has a type that is not accepted.
+        ValueError: If ``sources`` names an unknown source or
+            ``deterministic_algorithms`` is an unknown string.
+    """
+
+    __slots__ = ("_flags", "_seed", "_sources")
+    _seed: int | None
+    _flags: FlagSettings
+    _sources: tuple[Source, ...] | None
+
+    def __init__(
+        self,
+        seed: SeedLike,
+        *,
+        cudnn_deterministic: bool | None = True,
+        cudnn_benchmark: bool | None = False,
+        cudnn_enabled: bool | None = None,
+        deterministic_algorithms: AlgorithmsMode = None,
+        fill_uninitialized_memory: bool | None = None,
+        sources: Iterable[str] | None = None,
+    ) -> None:
+        object.__setattr__(self, "_seed", resolve_seed(seed))
+        object.__setattr__(
+            self,
+            "_flags",
+            FlagSettings(
+                cudnn_deterministic,
+                cudnn_benchmark,
+                cudnn_enabled,
+                deterministic_algorithms,
+                fill_uninitialized_memory,
+            ),
+        )
+        object.__setattr__(self, "_sources", select_sources(sources))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} objects are immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} objects are immutable")
+
+    @property
+    def seed(self) -> int | None:
+        """The effective seed, or ``None`` when each entry draws a fresh one."""
+        return self._seed
+
+    @property
+    def sources(self) -> tuple[str, ...] | None:
+        """The names of the selected sources, or ``None`` for all."""
+        return None if self._sources is None else tuple(s.name for s in self._sources)
+
+    @property
+    def cudnn_deterministic(self) -> bool | None:
+        """The ``cudnn.deterministic`` value set in the scope (``None``: untouched)."""
+        return self._flags.cudnn_deterministic
+
+    @property
+    def cudnn_benchmark(self) -> bool | None:
+        """The ``cudnn.benchmark`` value set in the scope (``None``: untouched)."""
+        return self._flags.cudnn_benchmark
+
+    @property
+    def cudnn_enabled(self) -> bool | None:
+        """The ``cudnn.enabled`` value set in the scope (``None``: untouched)."""
+        return self._flags.cudnn_enabled
+
+    @property
+    def deterministic_algorithms(self) -> AlgorithmsMode:
+        """The deterministic-algorithms mode in the scope (``None``: untouched)."""
+        return self._flags.deterministic_algorithms
+
+    @property
+    def fill_uninitialized_memory(self) -> bool | None:
+        """The ``fill_uninitialized_memory`` value in the scope (``None``: untouched)."""
+        return self._flags.fill_uninitialized_memory
+
+    def _key(self) -> tuple[object, ...]:
+        return (self._seed, self._flags, self.sources)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, deterministic):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        flags = self._flags
+        return (
+            f"deterministic({self._seed!r}, cudnn_deterministic={flags.cudnn_deterministic!r}, "
+            f"cudnn_benchmark={flags.cudnn_benchmark!r}, cudnn_enabled={flags.cudnn_enabled!r}, "
+            f"deterministic_algorithms={flags.deterministic_algorithms!r}, "
+            f"fill_uninitialized_memory={flags.fill_uninitialized_memory!r}, "
+            f"sources={self.sources!r})"
+        )
+
+    def __enter__(self) -> Scope:
+        """Enter a new scope.
+
+        Returns:
+            The per-entry :class:`Scope`; its ``seed`` is the effective seed.
+        """
+        return open_scope(self, owner=_current_owner())
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Leave this configuration's innermost scope entered by the current thread or task.
+
+        Raises:
+            RuntimeError: If no such scope is active, or it is not the innermost one.
+        """
+        close_scope(self._innermost_entry())
+
+    async def __aenter__(self) -> Scope:
+        """Enter a new scope; other tasks see the scoped state while this one awaits.
+
+        Returns:
+            The per-entry :class:`Scope`.
+        """
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Leave the scope entered by the current task (see :meth:`__exit__`)."""
+        self.__exit__(exc_type, exc, traceback)
+
+    def _innermost_entry(self) -> Scope:
+        owner = _current_owner()
+        if _LOCK.owner == owner[0]:
+            for scope in reversed(_STACK):
+                if scope._config is self and scope._owner == owner:
+                    return scope
+        raise RuntimeError(f"{self!r} has no active scope in this thread or task")
+
+    def __call__(self, wrapped: _F) -> _F:
+        """Decorate a function so that each call runs in a fresh scope (see :func:`seeded`).
+
+        Args:
+            wrapped: A function, generator function, coroutine function, async
+                generator function, method, classmethod or staticmethod.
+
+        Returns:
+            The decorated callable.
+
+        Raises:
+            TypeError: If ``wrapped`` is a class or not callable.
+        """
+        from ._wrappers import decorate  # noqa: PLC0415 - the wrappers build on this module
+
+        return decorate(self, wrapped)

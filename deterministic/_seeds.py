@@ -1,0 +1,124 @@
+"""Seed validation and derivation: the only place seeds are interpreted."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import operator
+import os
+
+__all__ = ["SEED_RANGE", "SeedLike", "derive_seed", "draw_fresh_seed", "resolve_seed"]
+
+logger = logging.getLogger("deterministic")
+
+#: Seeds used verbatim lie in ``range(0, 2**32)``, the range every RNG accepts.
+SEED_RANGE = 2**32
+
+#: What :func:`resolve_seed` accepts (``None`` draws a fresh seed per entry).
+SeedLike = int | str | bytes | None
+
+# The personalisation string keeps these digests disjoint from any other use of BLAKE2b.
+_PERSON = b"deterministic"
+_ACCEPTED_SEEDS = "an int (or int-like such as numpy.int64), a str, bytes or None"
+_ACCEPTED_KEYS = "int (or int-like such as numpy.int64), str or bytes"
+
+
+def _is_bool(value: object) -> bool:
+    # numpy.bool_ is not a subclass of bool; its name is "bool" (NumPy 2) or "bool_".
+    return isinstance(value, bool) or type(value).__name__ in ("bool", "bool_")
+
+
+def _as_int(value: object) -> int | None:
+    """Return ``value`` as an int if it is int-like (but not a bool), else ``None``."""
+    if _is_bool(value):
+        return None
+    if isinstance(value, int):
+        return int(value)
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _encode_key(key: object) -> bytes:
+    """Encode one key with its type and length so distinct key tuples never share an encoding."""
+    number = _as_int(key)
+    if number is not None:
+        length = (number.bit_length() + 8) // 8  # room for the sign bit
+        payload = number.to_bytes(length, "big", signed=True)
+        tag = b"i"
+    elif isinstance(key, str):
+        payload = key.encode("utf-8", "surrogatepass")
+        tag = b"s"
+    elif isinstance(key, (bytes, bytearray, memoryview)):
+        payload = bytes(key)
+        tag = b"b"
+    else:
+        raise TypeError(f"derive_seed() keys must be {_ACCEPTED_KEYS}, not {type(key).__name__}")
+    return tag + len(payload).to_bytes(8, "big") + payload
+
+
+def derive_seed(*keys: object) -> int:
+    """Derive a stable seed in ``[0, 2**32)`` from ints, strings and bytes.
+
+    The keys are encoded one by one as a type tag (``i``, ``s`` or ``b``), an 8-byte
+    big-endian payload length and the payload (a two's-complement big-endian int,
+    UTF-8 text or the raw bytes), preceded by the number of keys. The seed is the
+    32-bit big-endian value of the BLAKE2b digest (``digest_size=4``,
+    ``person=b"deterministic"``) of that encoding. Because type and length are part of
+    the encoding, ``(1, 2)`` and ``(12,)``, or ``("1", 2)`` and ``(1, 2)``, cannot
+    collide by construction, and the result never depends on ``PYTHONHASHSEED``.
+
+    Args:
+        *keys: One or more ints (or int-likes such as ``numpy.int64``), strs or bytes.
+
+    Returns:
+        An int in ``[0, 2**32)``.
+
+    Raises:
+        TypeError: If no key is given, or a key is of another type (``bool`` and
+            ``float`` included).
+    """
+    if not keys:
+        raise TypeError(f"derive_seed() needs at least one key ({_ACCEPTED_KEYS})")
+    encoded = [len(keys).to_bytes(8, "big")]
+    encoded.extend(_encode_key(key) for key in keys)
+    digest = hashlib.blake2b(b"".join(encoded), digest_size=4, person=_PERSON).digest()
+    return int.from_bytes(digest, "big")
+
+
+def draw_fresh_seed() -> int:
+    """Draw a seed in ``[0, 2**32)`` from OS entropy and log it so the run can be repeated.
+
+    Returns:
+        The fresh seed.
+    """
+    seed = int.from_bytes(os.urandom(4), "big")
+    logger.info("deterministic: seed=None drew seed %d; pass seed=%d to reproduce", seed, seed)
+    return seed
+
+
+def resolve_seed(seed: object) -> int | None:
+    """Validate a user seed and map it into ``[0, 2**32)``; ``None`` stays ``None``.
+
+    Int-likes in range are used verbatim, so scopes match the classic seeding recipe
+    bit for bit. Other ints (negative or too large), strs and bytes are mapped through
+    :func:`derive_seed`. ``None`` means "draw a fresh seed at each entry".
+
+    Args:
+        seed: The seed as the user gave it.
+
+    Returns:
+        The effective seed, or ``None`` for a seed to be drawn at entry.
+
+    Raises:
+        TypeError: If ``seed`` is a bool, a float or of any other type.
+    """
+    if seed is None:
+        return None
+    number = _as_int(seed)
+    if number is not None:
+        return number if 0 <= number < SEED_RANGE else derive_seed(number)
+    if isinstance(seed, (str, bytes)):
+        return derive_seed(seed)
+    raise TypeError(f"seed must be {_ACCEPTED_SEEDS}, not {type(seed).__name__}")

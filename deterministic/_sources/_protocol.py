@@ -1,0 +1,67 @@
+"""The protocol every RNG source follows: capture, seed, restore."""
+
+from __future__ import annotations
+
+import sys
+from types import ModuleType
+from typing import Any, Protocol
+
+__all__ = ["Source", "loaded_module", "mark_imported"]
+
+# Modules whose import hook has fired: their code has run to the end, although the
+# import system only clears ``__spec__._initializing`` after the hooks return.
+_imported: set[str] = set()
+
+
+def mark_imported(name: str) -> None:
+    """Record that module ``name`` finished executing (called from its post-import hook).
+
+    Args:
+        name: The module's dotted name.
+    """
+    _imported.add(name)
+
+
+def loaded_module(name: str) -> ModuleType | None:
+    """Return the module ``name`` if it is imported and fully initialised, else ``None``.
+
+    ``sys.modules[name] = None`` means "not available"; a module still executing its
+    import has ``__spec__._initializing`` set and must not be touched yet.
+
+    Args:
+        name: The module's dotted name.
+
+    Returns:
+        The module, or ``None``.
+    """
+    module = sys.modules.get(name)
+    if module is None:
+        return None
+    if getattr(getattr(module, "__spec__", None), "_initializing", False) and name not in _imported:
+        return None
+    return module
+
+
+class Source(Protocol):
+    """A process-global RNG that a scope saves, seeds and restores.
+
+    Attributes:
+        name: The name users pass in ``sources=``.
+        module: The module whose import makes the source available; a scope entered
+            before that import seeds the source when the import completes.
+    """
+
+    name: str
+    module: str
+
+    def available(self) -> bool:
+        """Return whether the source can be used now, without importing or initialising anything."""
+
+    def capture(self) -> Any:
+        """Return the full current state, including any cached values."""
+
+    def seed(self, seed: int) -> None:
+        """Seed the source exactly as the classic recipe does for ``seed``."""
+
+    def restore(self, state: Any) -> None:
+        """Install a state returned by :meth:`capture`."""

@@ -1,0 +1,278 @@
+"""Decorators: one wrapper per kind of callable, and ``@seeded``.
+
+A plain function runs inside one scope per call. Generators, coroutines and async
+generators run one scope per *step*: on every resume the caller's state is saved and the
+callable's own stream swapped in, on every suspension the callable's stream is saved and
+the caller's swapped back. Re-entering the scope at each resume instead (as
+``torch.no_grad`` does for its flag) would re-seed the stream at every step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
+from typing import Any, TypeVar, overload
+
+from ._scope import Part, Scope, close_scope, deterministic, open_scope, resume_above, suspend_above
+from ._seeds import derive_seed
+
+__all__ = ["decorate", "seeded"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_UNSET: Any = object()
+
+
+class _Stream:
+    """The private RNG stream of one generator or coroutine call, carried between steps."""
+
+    __slots__ = ("_config", "_open_inside", "_seed", "_states")
+
+    def __init__(self, config: deterministic) -> None:
+        self._config = config
+        self._seed = config.seed
+        self._states: dict[Part, Any] | None = None  # None until the first step seeds
+        self._open_inside: list[Scope] = []
+
+    def step(self, advance: Callable[[Any], Any], value: Any) -> Any:
+        """Run one step of the wrapped iterator with its own stream swapped in.
+
+        Args:
+            advance: The iterator's ``send`` or ``throw``.
+            value: What to send or throw.
+
+        Returns:
+            What the step yielded.
+        """
+        scope = open_scope(self._config, self._seed, self._states)
+        if self._seed is None:
+            self._seed = scope.seed  # a fresh seed is drawn once per call, not per step
+        resume_above(self._open_inside)
+        try:
+            return advance(value)
+        finally:
+            self._open_inside = suspend_above(scope)
+            self._states = close_scope(scope, keep=True)
+
+    def close(self, iterator: Any) -> None:
+        """Close the wrapped iterator, running its cleanup in its own stream.
+
+        Args:
+            iterator: The wrapped generator or awaitable iterator.
+        """
+        if self._states is None or sys.is_finalizing():
+            # Never started (no code ran), or the interpreter is shutting down and
+            # must not be asked to import or restore anything.
+            iterator.close()
+        else:
+            self.step(lambda _: iterator.close(), None)
+
+
+def _drive(stream: _Stream, iterator: Any) -> Generator[Any, Any, Any]:
+    """Forward ``next``/``send``/``throw``/``close`` to ``iterator``, one scope per step."""
+    try:
+        value = stream.step(iterator.send, None)
+    except StopIteration as stop:
+        return stop.value
+    while True:
+        try:
+            sent = yield value
+        except GeneratorExit:
+            stream.close(iterator)
+            raise
+        except BaseException as error:  # noqa: BLE001 - forwarded into the iterator
+            advance, argument = iterator.throw, error
+        else:
+            advance, argument = iterator.send, sent
+        try:
+            value = stream.step(advance, argument)
+        except StopIteration as stop:
+            return stop.value
+
+
+class _Steps:
+    """An awaitable that drives another awaitable's iterator one scope per step."""
+
+    __slots__ = ("_iterator", "_stream")
+
+    def __init__(self, stream: _Stream, awaitable: Any) -> None:
+        self._stream = stream
+        self._iterator = awaitable.__await__()
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return _drive(self._stream, self._iterator)
+
+
+async def _run_coroutine(stream: _Stream, coroutine: Coroutine[Any, Any, Any]) -> Any:
+    return await _Steps(stream, coroutine)
+
+
+async def _run_async_generator(stream: _Stream, agen: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
+    advance: Callable[[Any], Any] = agen.asend
+    argument: Any = None
+    while True:
+        try:
+            value = await _Steps(stream, advance(argument))
+        except StopAsyncIteration:
+            return
+        try:
+            argument = yield value
+        except GeneratorExit:
+            if stream._states is None or sys.is_finalizing():
+                await agen.aclose()
+            else:
+                await _Steps(stream, agen.aclose())
+            raise
+        except BaseException as error:  # noqa: BLE001 - forwarded into the generator
+            advance, argument = agen.athrow, error
+        else:
+            advance = agen.asend
+
+
+def _function_wrapper(config: deterministic) -> Callable[..., Any]:
+    def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        scope = open_scope(config)
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            close_scope(scope)
+
+    return call
+
+
+def _generator_wrapper(config: deterministic) -> Callable[..., Any]:
+    def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        return _drive(_Stream(config), wrapped(*args, **kwargs))
+
+    return call
+
+
+def _coroutine_wrapper(config: deterministic) -> Callable[..., Any]:
+    def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        return _run_coroutine(_Stream(config), wrapped(*args, **kwargs))
+
+    return call
+
+
+def _async_generator_wrapper(config: deterministic) -> Callable[..., Any]:
+    def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        return _run_async_generator(_Stream(config), wrapped(*args, **kwargs))
+
+    return call
+
+
+def _target(wrapped: Any) -> Any:
+    """Return the function behind a classmethod or staticmethod, else ``wrapped``."""
+    if isinstance(wrapped, (classmethod, staticmethod)):
+        return wrapped.__func__
+    return wrapped
+
+
+def decorate(config: deterministic, wrapped: _F) -> _F:
+    """Return ``wrapped`` decorated so that each call (or step) runs in a scope of ``config``.
+
+    Args:
+        config: The scope configuration.
+        wrapped: A function, generator function, coroutine function, async generator
+            function, method, classmethod or staticmethod.
+
+    Returns:
+        A ``wrapt`` proxy that keeps name, docstring, signature and binding.
+
+    Raises:
+        TypeError: If ``wrapped`` is a class or not callable.
+    """
+    if inspect.isclass(wrapped):
+        raise TypeError(
+            f"cannot decorate class {wrapped.__qualname__}: decorate its methods (or "
+            f"functions), not the class"
+        )
+    target = _target(wrapped)
+    if not callable(target):
+        raise TypeError(
+            f"can only decorate functions, methods, generators and coroutines, not {type(wrapped).__name__}"
+        )
+    if inspect.isasyncgenfunction(target):
+        wrapper = _async_generator_wrapper(config)
+    elif inspect.iscoroutinefunction(target):
+        wrapper = _coroutine_wrapper(config)
+    elif inspect.isgeneratorfunction(target):
+        wrapper = _generator_wrapper(config)
+    else:
+        wrapper = _function_wrapper(config)
+    # wrapt imports asyncio; importing it here keeps `import deterministic` light.
+    import wrapt  # noqa: PLC0415
+
+    return wrapt.FunctionWrapper(wrapped, wrapper)  # type: ignore[return-value]
+
+
+def _name_seed(wrapped: Any) -> int:
+    """The seed of a bare ``@seeded``: derived from the function's module and qualified name."""
+    target = _target(wrapped)
+    module = getattr(target, "__module__", None) or ""
+    qualname = getattr(target, "__qualname__", None) or getattr(target, "__name__", "")
+    return derive_seed("seeded", module, qualname)
+
+
+@overload
+def seeded(wrapped: _F, /) -> _F: ...
+
+
+@overload
+def seeded(
+    wrapped: int | str | bytes | None = None,
+    /,
+    *,
+    seed: Any = _UNSET,
+    cudnn_deterministic: bool | None = True,
+    cudnn_benchmark: bool | None = False,
+    cudnn_enabled: bool | None = None,
+    deterministic_algorithms: bool | str | None = None,
+    fill_uninitialized_memory: bool | None = None,
+    sources: Any = None,
+) -> Callable[[_F], _F]: ...
+
+
+def seeded(wrapped: Any = None, /, *, seed: Any = _UNSET, **keywords: Any) -> Any:
+    """Run each call of the decorated function in a fresh ``deterministic`` scope.
+
+    Forms: ``@seeded``, ``@seeded()``, ``@seeded(42)``, ``@seeded(seed=42, **keywords)``.
+    Without a seed the seed is :func:`derive_seed` of ``"seeded"``, the function's
+    module and its qualified name: every call gives the same result, two functions get
+    different streams, and the value is stable across processes. ``seed=None`` draws a
+    fresh seed per call. Generators, coroutines and async generators keep their own
+    stream across suspensions. Place it outside ``@classmethod``/``@staticmethod``.
+
+    Args:
+        wrapped: The function, or a seed when used as ``@seeded(42)``.
+        seed: The seed, as for :class:`deterministic`.
+        **keywords: The flag and ``sources`` keywords of :class:`deterministic`.
+
+    Returns:
+        The decorated function, or a decorator when called without one.
+
+    Raises:
+        TypeError: For a seed given twice, an unaccepted seed or keyword, or when
+            decorating a class.
+        ValueError: For an unknown source name or algorithms mode.
+    """
+    if wrapped is not None and (callable(wrapped) or isinstance(wrapped, (classmethod, staticmethod))):
+        config_seed = _name_seed(wrapped) if seed is _UNSET else seed
+        return decorate(deterministic(config_seed, **keywords), wrapped)
+    if wrapped is not None:
+        if seed is not _UNSET:
+            raise TypeError("seeded() got the seed both positionally and as seed=")
+        seed = wrapped
+    if seed is not _UNSET:
+        config = deterministic(seed, **keywords)  # validate now, not at decoration
+
+        def with_seed(function: Any) -> Any:
+            return decorate(config, function)
+
+        return with_seed
+    deterministic(0, **keywords)  # validate the keywords now
+
+    def with_name_seed(function: Any) -> Any:
+        return decorate(deterministic(_name_seed(function), **keywords), function)
+
+    return with_name_seed
