@@ -110,6 +110,21 @@ def test_classic_recipe_matches_on_devices(fake_cuda: FakeCudaModule) -> None:
     assert scoped == classic
 
 
+def test_other_accelerators_use_the_same_device_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An XPU-like device module is saved, seeded lazily and restored like CUDA."""
+    fake_xpu = FakeCudaModule(count=3)
+    monkeypatch.setattr(torch, "xpu", fake_xpu, raising=False)
+    with deterministic(7):
+        scoped = fake_xpu.draw_all()
+    reference = FakeCudaModule(count=3)
+    reference.manual_seed_all(7)
+    assert scoped == reference.draw_all()
+    before = [g.get_state().tolist() for g in fake_xpu.default_generators]
+    with deterministic(8, sources=("xpu",)):
+        fake_xpu.draw_all()
+    assert [g.get_state().tolist() for g in fake_xpu.default_generators] == before
+
+
 def test_bad_fork_skipped(fake_cuda: FakeCudaModule) -> None:
     """In a forked child that cannot use CUDA the devices are left alone."""
     fake_cuda.bad_fork = True

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
+
+import pytest
+
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
 
 
 def run(code: str) -> str:
@@ -27,6 +32,7 @@ def test_import_loads_neither_torch_nor_numpy() -> None:
     assert out == "[]"
 
 
+@needs_torch
 def test_torch_imported_inside_scope_is_seeded_and_restored() -> None:
     """Torch first imported inside a scope draws seeded; after exit it is in its just-imported state."""
     out = run(

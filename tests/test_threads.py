@@ -40,6 +40,33 @@ def test_threads_get_single_threaded_draws() -> None:
     assert full_state() == before
 
 
+def test_one_configuration_shared_by_threads() -> None:
+    """One configuration object entered from many threads at once gives each the solo draws."""
+    before = full_state()
+    config = deterministic(17)
+    with config:
+        solo = [draws() for _ in range(10)]
+    results: list[list[object]] = []
+    start = threading.Barrier(4)
+
+    def worker() -> None:
+        start.wait()
+        with config:
+            out = []
+            for _ in range(10):
+                out.append(draws())
+                time.sleep(0)
+            results.append(out)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [solo] * 4
+    assert full_state() == before
+
+
 def test_long_wait_warns_naming_holder(monkeypatch: pytest.MonkeyPatch) -> None:
     """A thread kept waiting by another thread's scope warns once, naming the holder."""
     monkeypatch.setattr(_lock, "WAIT_WARNING_SECONDS", 0.05)
