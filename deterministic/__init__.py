@@ -2,7 +2,17 @@
 
 from ._scope import Scope, deterministic
 from ._seeds import derive_seed
+from ._snapshot import RNGState, restore, snapshot
 from ._version import __version__
 from ._wrappers import seeded
 
-__all__ = ["Scope", "__version__", "derive_seed", "deterministic", "seeded"]
+__all__ = [
+    "RNGState",
+    "Scope",
+    "__version__",
+    "derive_seed",
+    "deterministic",
+    "restore",
+    "seeded",
+    "snapshot",
+]

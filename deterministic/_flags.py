@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, NamedTuple
 
 from ._sources import loaded_module
 
-__all__ = ["CUBLAS_CONFIGS", "CUBLAS_VARIABLE", "AlgorithmsMode", "FlagSettings", "FlagState"]
+TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["CUBLAS_CONFIGS", "CUBLAS_VARIABLE", "AlgorithmsMode", "FlagSettings"]
 
 #: The environment variable cuBLAS reads when it starts.
 CUBLAS_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
@@ -20,18 +23,6 @@ AlgorithmsMode = bool | str | None
 
 _UNTOUCHED = object()  # the environment variable was not part of the capture
 _cublas_warned = False
-
-
-class FlagState(NamedTuple):
-    """Every flag value a scope may change, as captured at entry."""
-
-    cudnn_deterministic: bool
-    cudnn_benchmark: bool
-    cudnn_enabled: bool
-    deterministic_algorithms: bool
-    warn_only: bool
-    fill_uninitialized_memory: bool
-    cublas_workspace_config: Any
 
 
 def _check_bool(name: str, value: object) -> bool | None:
@@ -64,8 +55,17 @@ class FlagSettings:
     name = "flags"
     module = "torch"
     __slots__ = (
+        "_algorithms_on",
         "cudnn_benchmark",
         "cudnn_deterministic",
+        "cudnn_enabled",
+        "deterministic_algorithms",
+        "fill_uninitialized_memory",
+        "touches_anything",
+    )
+    _FIELDS = (
+        "cudnn_deterministic",
+        "cudnn_benchmark",
         "cudnn_enabled",
         "deterministic_algorithms",
         "fill_uninitialized_memory",
@@ -97,9 +97,12 @@ class FlagSettings:
         self.cudnn_enabled = _check_bool("cudnn_enabled", cudnn_enabled)
         self.deterministic_algorithms = _check_algorithms(deterministic_algorithms)
         self.fill_uninitialized_memory = _check_bool("fill_uninitialized_memory", fill_uninitialized_memory)
+        #: Whether at least one flag is set (all ``None`` leaves the flags alone).
+        self.touches_anything = any(value is not None for value in self._values())
+        self._algorithms_on = self.deterministic_algorithms in (True, "warn")
 
     def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, slot) for slot in self.__slots__)
+        return tuple(getattr(self, field) for field in self._FIELDS)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FlagSettings) and self._values() == other._values()
@@ -107,23 +110,20 @@ class FlagSettings:
     def __hash__(self) -> int:
         return hash(self._values())
 
-    @property
-    def touches_anything(self) -> bool:
-        """Whether at least one flag is set (all ``None`` means the flags are left alone)."""
-        return any(value is not None for value in self._values())
-
-    @property
-    def _algorithms_on(self) -> bool:
-        return self.deterministic_algorithms is True or self.deterministic_algorithms == "warn"
-
     def available(self) -> bool:
         """Return whether torch is imported."""
         return loaded_module("torch") is not None
 
-    def capture(self) -> FlagState:
-        """Return every flag's current value (and the cuBLAS variable when it may change)."""
+    def capture(self) -> tuple[Any, ...]:
+        """Return every flag's current value (and the cuBLAS variable when it may change).
+
+        Returns:
+            ``(cudnn_deterministic, cudnn_benchmark, cudnn_enabled, algorithms, warn_only,
+            fill_uninitialized_memory, cublas_workspace_config)``; a plain tuple, since
+            one is built at every entry.
+        """
         c = loaded_module("torch")._C  # type: ignore[union-attr]
-        return FlagState(
+        return (
             c._get_cudnn_deterministic(),
             c._get_cudnn_benchmark(),
             c._get_cudnn_enabled(),
@@ -158,22 +158,23 @@ class FlagSettings:
         if self.fill_uninitialized_memory is not None:
             c._set_deterministic_fill_uninitialized_memory(self.fill_uninitialized_memory)
 
-    def restore(self, state: FlagState) -> None:
+    def restore(self, state: tuple[Any, ...]) -> None:
         """Put back every flag captured by :meth:`capture`."""
         c = loaded_module("torch")._C  # type: ignore[union-attr]
-        c._set_cudnn_deterministic(state.cudnn_deterministic)
-        c._set_cudnn_benchmark(state.cudnn_benchmark)
-        c._set_cudnn_enabled(state.cudnn_enabled)
-        c._set_deterministic_algorithms(state.deterministic_algorithms, warn_only=state.warn_only)
-        c._set_deterministic_fill_uninitialized_memory(state.fill_uninitialized_memory)
-        if state.cublas_workspace_config is not _UNTOUCHED:
-            if state.cublas_workspace_config is None:
+        cudnn_deterministic, cudnn_benchmark, cudnn_enabled, algorithms, warn_only, fill, cublas = state
+        c._set_cudnn_deterministic(cudnn_deterministic)
+        c._set_cudnn_benchmark(cudnn_benchmark)
+        c._set_cudnn_enabled(cudnn_enabled)
+        c._set_deterministic_algorithms(algorithms, warn_only=warn_only)
+        c._set_deterministic_fill_uninitialized_memory(fill)
+        if cublas is not _UNTOUCHED:
+            if cublas is None:
                 os.environ.pop(CUBLAS_VARIABLE, None)
             else:
-                os.environ[CUBLAS_VARIABLE] = state.cublas_workspace_config
+                os.environ[CUBLAS_VARIABLE] = cublas
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{slot}={getattr(self, slot)!r}" for slot in self.__slots__)
+        fields = ", ".join(f"{field}={getattr(self, field)!r}" for field in self._FIELDS)
         return f"FlagSettings({fields})"
 
 

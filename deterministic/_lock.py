@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import _thread
 import warnings
 
 __all__ = ["ScopeLock"]
@@ -21,29 +21,36 @@ class ScopeLock:
 
     def __init__(self) -> None:
         """Create an unowned lock."""
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.owner: int | None = None
-        self._owner_name = ""
 
     def acquire(self) -> None:
         """Take the lock, warning once if another thread's scope holds it for long."""
-        if not self._lock.acquire(blocking=False):
-            holder = self._owner_name
-            if not self._lock.acquire(timeout=WAIT_WARNING_SECONDS):
+        if not self._lock.acquire(False):
+            holder = self.owner
+            if not self._lock.acquire(True, WAIT_WARNING_SECONDS):
                 warnings.warn(
-                    f"thread {threading.current_thread().name!r} has waited "
+                    f"thread {_thread_name(_thread.get_ident())!r} has waited "
                     f"{WAIT_WARNING_SECONDS:g} s to enter a deterministic scope while thread "
-                    f"{holder!r} holds one; if that thread waits for this one inside its "
-                    f"scope, this is a deadlock",
+                    f"{_thread_name(holder)!r} holds one; if that thread waits for this one "
+                    f"inside its scope, this is a deadlock",
                     RuntimeWarning,
                     stacklevel=4,
                 )
                 self._lock.acquire()
-        self.owner = threading.get_ident()
-        self._owner_name = threading.current_thread().name
+        self.owner = _thread.get_ident()
 
     def release(self) -> None:
         """Give the lock up."""
         self.owner = None
-        self._owner_name = ""
         self._lock.release()
+
+
+def _thread_name(ident: int | None) -> str:
+    """Return the name of the thread with this ident (only needed when warning)."""
+    import threading  # noqa: PLC0415 - threading costs milliseconds at import
+
+    for thread in threading.enumerate():
+        if thread.ident == ident:
+            return thread.name
+    return f"<thread {ident}>"

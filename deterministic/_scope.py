@@ -7,25 +7,30 @@ ever stored on the configuration, so nesting, recursion and re-use are safe.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
-import threading
-from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
-from typing import Any, TypeVar
 
 from . import _lock
 from ._flags import AlgorithmsMode, FlagSettings
 from ._imports import watch
 from ._seeds import SeedLike, draw_fresh_seed, resolve_seed
-from ._sources import SOURCES, Source, mark_imported, select_sources
+from ._sources import SOURCES, mark_imported, select_sources
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from types import TracebackType
+    from typing import Any, TypeVar
+
+    from ._sources import Source
+
+    _F = TypeVar("_F", bound=Callable[..., Any])
+
+    #: Sources and the flag settings share one protocol; a scope calls them "parts".
+    Part = Any
 
 __all__ = ["Scope", "close_scope", "deterministic", "open_scope"]
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-#: Sources and the flag settings share one protocol; a scope calls them "parts".
-Part = Any
 
 _LOCK = _lock.ScopeLock()
 # The active scopes, innermost last. Only the thread that owns _LOCK touches it; the
@@ -75,14 +80,16 @@ def _current_owner() -> tuple[int, object]:
         loop = asyncio._get_running_loop()
         if loop is not None:
             task = asyncio.current_task(loop)
-    return (threading.get_ident(), task)
+    return (_thread.get_ident(), task)
 
 
-def _parts(config: deterministic) -> list[Part]:
-    sources = config._sources if config._sources is not None else tuple(SOURCES.values())
-    parts: list[Part] = list(sources)
-    if config._flags.touches_anything:
-        parts.append(config._flags)
+def _parts(config: deterministic) -> tuple[Part, ...]:
+    parts = config._parts
+    if parts is None:
+        # All sources: read the table at entry, so that later registrations count.
+        parts = tuple(SOURCES.values())
+        if config._flags.touches_anything:
+            parts += (config._flags,)
     return parts
 
 
@@ -121,7 +128,7 @@ def open_scope(
     """
     if seed is None:
         seed = config._seed if config._seed is not None else draw_fresh_seed()
-    if _LOCK.owner != threading.get_ident():
+    if _LOCK.owner != _thread.get_ident():
         _LOCK.acquire()
     try:
         scope = Scope(config, seed, owner)
@@ -134,26 +141,32 @@ def open_scope(
     return scope
 
 
-def _start(scope: Scope, parts: list[Part], resume: dict[Part, Any] | None) -> None:
+def _start(scope: Scope, parts: tuple[Part, ...], resume: dict[Part, Any] | None) -> None:
     """Capture every available part, then seed or resume each; roll back if one fails."""
     saved = scope._saved
-    started = [part for part in parts if part.available()]
-    for part in started:
-        saved[part] = part.capture()
+    missing = None
+    for part in parts:
+        if part.available():
+            saved[part] = part.capture()
+        elif missing is None:
+            missing = [part]
+        else:
+            missing.append(part)
     try:
-        for part in started:
+        seed = scope.seed
+        for part in saved:
             if resume is not None and part in resume:
                 part.restore(resume[part])
             else:
-                part.seed(scope.seed)
+                part.seed(seed)
     except BaseException:
         failure = _restore_all(saved)
         if failure is not None:
             raise failure  # noqa: B904 - the original error is its context
         raise
-    if len(started) != len(parts):
-        for part in parts:
-            if part not in saved:
+    if missing is not None:
+        for part in missing:
+            if sys.modules.get(part.module) is None:
                 watch(part.module, _engage_imported)
 
 
@@ -172,9 +185,8 @@ def close_scope(scope: Scope, keep: bool = False) -> dict[Part, Any] | None:
             plain ``async with`` blocks in concurrent tasks do). Global state is still
             left as if both scopes had exited in order.
     """
-    index = _find(scope)
-    if index != len(_STACK) - 1:
-        _close_out_of_order(index)
+    if not _STACK or _STACK[-1] is not scope:
+        _close_out_of_order(_find(scope))
         raise RuntimeError(
             "deterministic scopes exited out of order: a scope was left while a scope "
             "entered after it was still active. This happens when concurrent asyncio "
@@ -262,7 +274,7 @@ def _engage_imported(module: str) -> None:
     could deadlock on the import lock).
     """
     mark_imported(module)
-    if _LOCK.owner != threading.get_ident():
+    if _LOCK.owner != _thread.get_ident():
         return
     for scope in _STACK:
         for part in _parts(scope._config):
@@ -275,7 +287,7 @@ def _reset_after_fork() -> None:
     # The forking thread is the only one left: scopes held by other threads can never
     # exit, so drop them rather than deadlock the child's first scope.
     global _LOCK
-    if _LOCK.owner is not None and _LOCK.owner != threading.get_ident():
+    if _LOCK.owner is not None and _LOCK.owner != _thread.get_ident():
         _LOCK = _lock.ScopeLock()
         _STACK.clear()
 
@@ -315,10 +327,11 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
             ``deterministic_algorithms`` is an unknown string.
     """
 
-    __slots__ = ("_flags", "_seed", "_sources")
+    __slots__ = ("_flags", "_parts", "_seed", "_sources")
     _seed: int | None
     _flags: FlagSettings
     _sources: tuple[Source, ...] | None
+    _parts: tuple[Part, ...] | None
 
     def __init__(
         self,
@@ -344,6 +357,10 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
             ),
         )
         object.__setattr__(self, "_sources", select_sources(sources))
+        parts: tuple[Part, ...] | None = None
+        if self._sources is not None:
+            parts = self._sources + ((self._flags,) if self._flags.touches_anything else ())
+        object.__setattr__(self, "_parts", parts)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} objects are immutable")

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import operator
 import os
 
 __all__ = ["SEED_RANGE", "SeedLike", "derive_seed", "draw_fresh_seed", "resolve_seed"]
-
-logger = logging.getLogger("deterministic")
 
 #: Seeds used verbatim lie in ``range(0, 2**32)``, the range every RNG accepts.
 SEED_RANGE = 2**32
@@ -83,6 +79,8 @@ def derive_seed(*keys: object) -> int:
         raise TypeError(f"derive_seed() needs at least one key ({_ACCEPTED_KEYS})")
     encoded = [len(keys).to_bytes(8, "big")]
     encoded.extend(_encode_key(key) for key in keys)
+    import hashlib  # noqa: PLC0415 - imported on first use to keep `import deterministic` fast
+
     digest = hashlib.blake2b(b"".join(encoded), digest_size=4, person=_PERSON).digest()
     return int.from_bytes(digest, "big")
 
@@ -93,8 +91,12 @@ def draw_fresh_seed() -> int:
     Returns:
         The fresh seed.
     """
+    import logging  # noqa: PLC0415 - imported on first use to keep `import deterministic` fast
+
     seed = int.from_bytes(os.urandom(4), "big")
-    logger.info("deterministic: seed=None drew seed %d; pass seed=%d to reproduce", seed, seed)
+    logging.getLogger("deterministic").info(
+        "deterministic: seed=None drew seed %d; pass seed=%d to reproduce", seed, seed
+    )
     return seed
 
 

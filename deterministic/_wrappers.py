@@ -9,17 +9,22 @@ the caller's swapped back. Re-entering the scope at each resume instead (as
 
 from __future__ import annotations
 
-import inspect
 import sys
-from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
-from typing import Any, TypeVar, overload
 
-from ._scope import Part, Scope, close_scope, deterministic, open_scope, resume_above, suspend_above
+from ._scope import close_scope, deterministic, open_scope, resume_above, suspend_above
 from ._seeds import derive_seed
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
+    from typing import Any, TypeVar, overload
+
+    from ._scope import Part, Scope
+
+    _F = TypeVar("_F", bound=Callable[..., Any])
 
 __all__ = ["decorate", "seeded"]
 
-_F = TypeVar("_F", bound=Callable[..., Any])
 _UNSET: Any = object()
 
 
@@ -182,6 +187,8 @@ def decorate(config: deterministic, wrapped: _F) -> _F:
     Raises:
         TypeError: If ``wrapped`` is a class or not callable.
     """
+    import inspect  # noqa: PLC0415 - inspect costs milliseconds; only decorating needs it
+
     if inspect.isclass(wrapped):
         raise TypeError(
             f"cannot decorate class {wrapped.__qualname__}: decorate its methods (or "
@@ -214,23 +221,24 @@ def _name_seed(wrapped: Any) -> int:
     return derive_seed("seeded", module, qualname)
 
 
-@overload
-def seeded(wrapped: _F, /) -> _F: ...
+if TYPE_CHECKING:
 
+    @overload
+    def seeded(wrapped: _F, /) -> _F: ...
 
-@overload
-def seeded(
-    wrapped: int | str | bytes | None = None,
-    /,
-    *,
-    seed: Any = _UNSET,
-    cudnn_deterministic: bool | None = True,
-    cudnn_benchmark: bool | None = False,
-    cudnn_enabled: bool | None = None,
-    deterministic_algorithms: bool | str | None = None,
-    fill_uninitialized_memory: bool | None = None,
-    sources: Any = None,
-) -> Callable[[_F], _F]: ...
+    @overload
+    def seeded(
+        wrapped: int | str | bytes | None = None,
+        /,
+        *,
+        seed: Any = _UNSET,
+        cudnn_deterministic: bool | None = True,
+        cudnn_benchmark: bool | None = False,
+        cudnn_enabled: bool | None = None,
+        deterministic_algorithms: bool | str | None = None,
+        fill_uninitialized_memory: bool | None = None,
+        sources: Any = None,
+    ) -> Callable[[_F], _F]: ...
 
 
 def seeded(wrapped: Any = None, /, *, seed: Any = _UNSET, **keywords: Any) -> Any:

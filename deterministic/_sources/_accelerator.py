@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any, NamedTuple
-
+from ._data import expect_fields, expect_hex
 from ._protocol import loaded_module
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
 
 __all__ = ["AcceleratorSource"]
 
 
-class _Initialized(NamedTuple):
+class _Initialized:
     """The state of an initialised device module: one generator state per device."""
 
-    states: tuple[Any, ...]
+    __slots__ = ("states",)
+
+    def __init__(self, states: tuple[Any, ...]) -> None:
+        self.states = states
 
 
-class _Pending(NamedTuple):
+class _Pending:
     """The state of a device module not yet initialised: the seeds torch has queued for it."""
 
-    seed_all: Any
-    seed_one: Any
-    call_order: Any
+    __slots__ = ("call_order", "seed_all", "seed_one")
+
+    def __init__(self, seed_all: Any, seed_one: Any, call_order: Any) -> None:
+        self.seed_all = seed_all
+        self.seed_one = seed_one
+        self.call_order = call_order
 
 
 class AcceleratorSource:
@@ -135,3 +144,70 @@ class AcceleratorSource:
             # Every torch generator starts from the same default seed.
             self._fresh_seed = int(torch.Generator().initial_seed())
         return self._fresh_seed
+
+    def device_count(self) -> int:
+        """Return the number of devices (0 when the source is unavailable)."""
+        device = self._device_module()
+        return int(device.device_count()) if device is not None and self.available() else 0
+
+    def initialized(self) -> bool:
+        """Return whether the device module is initialised (so states can be read)."""
+        device = self._device_module()
+        return device is not None and self.available() and self._initialized(device)
+
+    def initialize(self) -> None:
+        """Initialise the device module, as its first use would (for restoring a snapshot)."""
+        device = self._device_module()
+        assert device is not None
+        init = getattr(device, "init", None)
+        if init is not None:
+            init()
+
+    def to_data(self, state: Any) -> dict[str, Any] | None:
+        """Return a captured state as ``{"devices": [<hex>, ...]}``, or ``None`` if not initialised."""
+        if not isinstance(state, _Initialized):
+            return None
+        return {"devices": [bytes(device.tolist()).hex() for device in state.states]}
+
+    def check_data(self, data: object, field: str) -> dict[str, Any]:
+        """Validate plain data from :meth:`to_data`, without touching any device.
+
+        Args:
+            data: The plain data.
+            field: Its path in the state dict, for error messages.
+
+        Returns:
+            A validated copy.
+
+        Raises:
+            ValueError: Naming the first invalid field.
+        """
+        fields = expect_fields(data, field, ("devices",))
+        devices = fields["devices"]
+        if not isinstance(devices, list):
+            raise ValueError(f"{field}.devices must be a list, not {type(devices).__name__}")
+        return {"devices": [expect_hex(d, f"{field}.devices[{i}]") for i, d in enumerate(devices)]}
+
+    def from_data(self, data: dict[str, Any], count: int | None = None) -> Any:
+        """Return a state for :meth:`restore` for the first ``count`` devices of validated data.
+
+        Raises:
+            ValueError: If a device state's size differs from this device's generator state.
+        """
+        import torch  # noqa: PLC0415 - only reached when torch is loaded
+
+        device = self._device_module()
+        assert device is not None
+        generators = self._generators(device)
+        hex_states = data["devices"][: len(generators) if count is None else count]
+        states = []
+        for index, (generator, hex_state) in enumerate(zip(generators, hex_states, strict=False)):
+            raw = bytes.fromhex(hex_state)
+            current = generator.get_state()
+            if len(raw) != current.numel():
+                raise ValueError(
+                    f"{self.name}.devices[{index}] has {len(raw)} bytes; "
+                    f"the device's state has {current.numel()}"
+                )
+            states.append(torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone())
+        return _Initialized(tuple(states) + tuple(g.get_state() for g in generators[len(states) :]))

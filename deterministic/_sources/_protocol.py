@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
-from types import ModuleType
-from typing import Any, Protocol
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any, Protocol
 
 __all__ = ["Source", "loaded_module", "mark_imported"]
 
@@ -42,26 +45,28 @@ def loaded_module(name: str) -> ModuleType | None:
     return module
 
 
-class Source(Protocol):
-    """A process-global RNG that a scope saves, seeds and restores.
+if TYPE_CHECKING:
 
-    Attributes:
-        name: The name users pass in ``sources=``.
-        module: The module whose import makes the source available; a scope entered
-            before that import seeds the source when the import completes.
-    """
+    class Source(Protocol):
+        """A process-global RNG that a scope saves, seeds and restores.
 
-    name: str
-    module: str
+        Attributes:
+            name: The name users pass in ``sources=``.
+            module: The module whose import makes the source available; a scope entered
+                before that import seeds the source when the import completes.
+        """
 
-    def available(self) -> bool:
-        """Return whether the source can be used now, without importing or initialising anything."""
+        name: str
+        module: str
 
-    def capture(self) -> Any:
-        """Return the full current state, including any cached values."""
+        def available(self) -> bool:
+            """Return whether the source can be used now, without importing or initialising anything."""
 
-    def seed(self, seed: int) -> None:
-        """Seed the source exactly as the classic recipe does for ``seed``."""
+        def capture(self) -> Any:
+            """Return the full current state, including any cached values."""
 
-    def restore(self, state: Any) -> None:
-        """Install a state returned by :meth:`capture`."""
+        def seed(self, seed: int) -> None:
+            """Seed the source exactly as the classic recipe does for ``seed``."""
+
+        def restore(self, state: Any) -> None:
+            """Install a state returned by :meth:`capture`."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from ._accelerator import AcceleratorSource
 from ._numpy import NumpySource
-from ._protocol import Source
 from ._python import PythonRandomSource
 from ._torch import TorchSource
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ._protocol import Source
 
 __all__ = ["SOURCES", "select_sources"]
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from ._data import expect_fields, expect_hex
 from ._protocol import loaded_module
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["TorchSource"]
 
@@ -35,3 +38,41 @@ class TorchSource:
     def restore(self, state: Any) -> None:
         """Install a state tensor from :meth:`capture`."""
         loaded_module(self.module).default_generator.set_state(state)  # type: ignore[union-attr]
+
+    def to_data(self, state: Any) -> dict[str, Any]:
+        """Return a captured state as plain data: ``{"state": <hex of the state bytes>}``."""
+        return {"state": bytes(state.tolist()).hex()}
+
+    def check_data(self, data: object, field: str) -> dict[str, Any]:
+        """Validate plain data from :meth:`to_data`, without touching any RNG.
+
+        Args:
+            data: The plain data.
+            field: Its path in the state dict, for error messages.
+
+        Returns:
+            A validated copy.
+
+        Raises:
+            ValueError: Naming the first invalid field.
+        """
+        fields = expect_fields(data, field, ("state",))
+        return {"state": expect_hex(fields["state"], f"{field}.state")}
+
+    def from_data(self, data: dict[str, Any]) -> Any:
+        """Return a state for :meth:`restore` from validated plain data.
+
+        Raises:
+            ValueError: If the state's size is not the size of this torch's CPU generator state.
+        """
+        torch: Any = loaded_module(self.module)
+        return _tensor_like(
+            torch, bytes.fromhex(data["state"]), torch.default_generator.get_state(), "torch.state"
+        )
+
+
+def _tensor_like(torch: Any, raw: bytes, current: Any, field: str) -> Any:
+    """Return ``raw`` as a byte tensor shaped like the generator state ``current``."""
+    if len(raw) != current.numel():
+        raise ValueError(f"{field} has {len(raw)} bytes; this generator's state has {current.numel()}")
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()

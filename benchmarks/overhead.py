@@ -1,0 +1,311 @@
+"""Overhead of entering and leaving a scope, against the floor and the peers.
+
+Run: ``python benchmarks/overhead.py`` (full), ``--quick`` (a few thousand iterations, as
+in CI), ``--json`` (one JSON object instead of the table).
+
+Every row is timed in this one process, in interleaved rounds (each round times every row
+once, in turn), and the median over rounds is reported, as microseconds per block and as
+ratios to the floor and to Lightning's ``isolate_rng`` + ``seed_everything``.
+
+The floor is the public-API way of doing what a scope does for the CPU sources, written
+out as nine plain calls: save, seed and restore ``random``, NumPy's global generator and
+torch's CPU generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+import deterministic as package
+from deterministic import deterministic, seeded
+
+Row = Callable[[int], None]
+
+
+def floor(iterations: int) -> None:
+    generator = torch.default_generator
+    for _ in range(iterations):
+        python_state = random.getstate()
+        random.seed(0)
+        random.setstate(python_state)
+        numpy_state = np.random.get_state()
+        np.random.seed(0)
+        np.random.set_state(numpy_state)
+        torch_state = generator.get_state()
+        generator.manual_seed(0)
+        generator.set_state(torch_state)
+
+
+def scope_row(config: deterministic) -> Row:
+    def run(iterations: int) -> None:
+        for _ in range(iterations):
+            with config:
+                pass
+
+    return run
+
+
+@seeded(0)
+def empty() -> None:
+    pass
+
+
+def seeded_call(iterations: int) -> None:
+    for _ in range(iterations):
+        empty()
+
+
+@seeded
+def endless() -> Iterator[None]:
+    while True:
+        yield None
+
+
+_STEPPER = endless()
+
+
+def generator_step(iterations: int) -> None:
+    for _ in range(iterations):
+        next(_STEPPER)
+
+
+def fork_rng_row(devices: list[int] | None = None) -> Row:
+    def run(iterations: int) -> None:
+        for _ in range(iterations):
+            with torch.random.fork_rng(devices=devices):
+                random.seed(0)
+                np.random.seed(0)
+                torch.manual_seed(0)
+
+    return run
+
+
+def lightning_row() -> Row | None:
+    try:
+        from lightning.fabric.utilities.seed import seed_everything
+        from lightning.pytorch.utilities.seed import isolate_rng
+    except ImportError:
+        return None
+
+    def run(iterations: int) -> None:
+        for _ in range(iterations):
+            with isolate_rng():
+                seed_everything(0, verbose=False)
+
+    return run
+
+
+def time_rows(rows: dict[str, Row], iterations: int, rounds: int) -> dict[str, float]:
+    """Return each row's median microseconds per block over interleaved rounds."""
+    samples: dict[str, list[float]] = {name: [] for name in rows}
+    for row in rows.values():
+        row(max(1, iterations // 10))  # warm up caches and lazy imports
+    for _ in range(rounds):
+        for name, row in rows.items():
+            gc.collect()
+            start = time.perf_counter()
+            row(iterations)
+            samples[name].append((time.perf_counter() - start) / iterations * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def import_time(runs: int) -> dict[str, Any]:
+    """Median wall time of a fresh interpreter with and without ``import deterministic``."""
+
+    # Measure what users get: bytecode caches written and used.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+
+    def median_ms(code: str) -> float:
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, env=env)
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
+
+    check = "import sys, deterministic; assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
+    median_ms(check)  # fail early if the import pulls in torch or NumPy
+    bare, loaded = [], []
+    for _ in range(2):  # interleave the two to share any drift
+        bare.append(median_ms("pass"))
+        loaded.append(median_ms("import deterministic"))
+    bare_ms, loaded_ms = min(bare), min(loaded)
+    return {
+        "python_c_pass_ms": bare_ms,
+        "import_deterministic_ms": loaded_ms,
+        "added_ms": loaded_ms - bare_ms,
+        "ratio": loaded_ms / bare_ms,
+        "imports_torch_or_numpy": False,
+    }
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_growth(entries: int) -> dict[str, Any]:
+    """RSS and traced-memory growth over ``entries`` scope entries, after a warm-up."""
+    config = deterministic(0)
+    for _ in range(1000):
+        with config:
+            pass
+    gc.collect()
+    rss_before = _rss_bytes()
+    for _ in range(entries):
+        with config:
+            pass
+    gc.collect()
+    rss_growth = _rss_bytes() - rss_before
+    traced_entries = entries
+    tracemalloc.start()
+    for _ in range(1000):
+        with config:
+            pass
+    gc.collect()
+    traced_before = tracemalloc.get_traced_memory()[0]
+    for _ in range(traced_entries):
+        with config:
+            pass
+    gc.collect()
+    traced_growth = tracemalloc.get_traced_memory()[0] - traced_before
+    tracemalloc.stop()
+    return {
+        "entries": entries,
+        "rss_growth_bytes": rss_growth,
+        "traced_entries": traced_entries,
+        "traced_growth_bytes": traced_growth,
+    }
+
+
+def cuda_rows(rows: dict[str, Row]) -> dict[str, Any]:
+    """Add rows with CUDA initialised, and check that scopes never synchronise a device."""
+    if not torch.cuda.is_available():
+        return {"available": False}
+    torch.cuda.init()
+    count = torch.cuda.device_count()
+    rows["scope, CUDA initialised, every device"] = scope_row(deterministic(0))
+    rows["scope, CUDA initialised, one device"] = scope_row(
+        deterministic(0, sources=("random", "numpy", "torch", "cuda"))
+    )
+    rows["fork_rng(devices=[0]) + 3 seeds"] = fork_rng_row([0])
+    rows["fork_rng(all devices) + 3 seeds"] = fork_rng_row(list(range(count)))
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with deterministic(0):
+            pass
+        synchronised = False
+    except RuntimeError:
+        synchronised = True
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return {"available": True, "devices": count, "scope_synchronises": synchronised}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few iterations (CI smoke run)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    iterations, rounds = (300, 5) if args.quick else (3000, 15)
+    entries = 20_000 if args.quick else 1_000_000
+
+    rows: dict[str, Row] = {
+        "floor: 9 public calls": floor,
+        "with deterministic(0)": scope_row(deterministic(0)),
+        'with deterministic(0, sources=("random",))': scope_row(deterministic(0, sources=("random",))),
+        "@seeded(0) empty call": seeded_call,
+        "@seeded generator step": generator_step,
+        "fork_rng() + 3 seeds": fork_rng_row(),
+    }
+    lightning = lightning_row()
+    if lightning is not None:
+        rows["Lightning isolate_rng + seed_everything"] = lightning
+    cuda = cuda_rows(rows)
+
+    medians = time_rows(rows, iterations, rounds)
+    floor_us = medians["floor: 9 public calls"]
+    lightning_us = medians.get("Lightning isolate_rng + seed_everything")
+    table = [
+        {
+            "row": name,
+            "us_per_block": us,
+            "vs_floor": us / floor_us,
+            "vs_lightning": None if lightning_us is None else us / lightning_us,
+        }
+        for name, us in medians.items()
+    ]
+    result = {
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "numpy": np.__version__,
+            "torch": torch.__version__,
+            "deterministic": package.__version__,
+        },
+        "iterations": iterations,
+        "rounds": rounds,
+        "rows": table,
+        "import": import_time(5 if args.quick else 20),
+        "memory": memory_growth(entries),
+        "cuda": cuda,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    machine = result["machine"]
+    print(
+        f"Python {machine['python']}, NumPy {machine['numpy']}, torch {machine['torch']}, "
+        f"{machine['cpus']} CPUs, {machine['platform']}"
+    )
+    print(f"median of {rounds} interleaved rounds of {iterations} blocks\n")
+    print(f"| {'block':44} | {'µs/block':>9} | {'x floor':>7} | {'x Lightning':>11} |")
+    print(f"|{'-' * 46}|{'-' * 11}:|{'-' * 9}:|{'-' * 13}:|")
+    for entry in table:
+        vs_lightning = "—" if entry["vs_lightning"] is None else f"{entry['vs_lightning']:.3f}"
+        cells = f"{entry['us_per_block']:9.2f} | {entry['vs_floor']:7.3f} | {vs_lightning:>11}"
+        print(f"| {entry['row']:44} | {cells} |")
+    imported = result["import"]
+    print(
+        f"\nimport deterministic: {imported['import_deterministic_ms']:.1f} ms vs python -c pass "
+        f"{imported['python_c_pass_ms']:.1f} ms: +{imported['added_ms']:.1f} ms "
+        f"(x{imported['ratio']:.2f}); imports neither torch nor NumPy"
+    )
+    memory = result["memory"]
+    print(
+        f"memory: RSS growth over {memory['entries']:,} entries: {memory['rss_growth_bytes']:,} B; "
+        f"traced growth over {memory['traced_entries']:,} entries: {memory['traced_growth_bytes']:,} B"
+    )
+    if cuda["available"]:
+        print(
+            f"CUDA: {cuda['devices']} device(s); a scope synchronises a device: {cuda['scope_synchronises']}"
+        )
+    else:
+        print("CUDA: not available, no CUDA rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Snapshots: every RNG state as checkpointable plain data, and an atomic restore."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+from ._sources import SOURCES, AcceleratorSource, loaded_module, select_sources
+from ._sources._data import expect_fields, expect_int
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+    from ._sources import Source
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "RNGState", "restore", "snapshot"]
+
+#: The ``format`` entry of every state dict.
+FORMAT = "deterministic.RNGState"
+#: The newest state-dict version this release reads and the one it writes.
+FORMAT_VERSION = 1
+
+_KEYS = ("format", "version", "rank", "world_size", "devices", "sources")
+
+
+class RNGState:
+    """An immutable snapshot of RNG states, with where it was taken.
+
+    Build one with :func:`snapshot` or :meth:`from_state_dict`; install it with
+    :func:`restore`. Snapshots compare with ``==``, hash, pickle, and convert to a state
+    dict of built-in types only (:meth:`state_dict`), which is JSON-serialisable and loads
+    with ``torch.load(weights_only=True)``.
+    """
+
+    __slots__ = ("_data", "_key")
+    _data: dict[str, Any]
+    _key: str
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        """Wrap an already validated state dict; use :func:`snapshot` or :meth:`from_state_dict`."""
+        object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_key", json.dumps(data, sort_keys=True))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("RNGState objects are immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("RNGState objects are immutable")
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The names of the sources in the snapshot."""
+        return tuple(self._data["sources"])
+
+    @property
+    def rank(self) -> int | None:
+        """The ``torch.distributed`` rank it was taken on, or ``None`` outside a process group."""
+        rank: int | None = self._data["rank"]
+        return rank
+
+    @property
+    def world_size(self) -> int | None:
+        """The world size it was taken in, or ``None`` outside a process group."""
+        world_size: int | None = self._data["world_size"]
+        return world_size
+
+    @property
+    def devices(self) -> dict[str, int]:
+        """The number of devices per accelerator whose states are in the snapshot."""
+        return dict(self._data["devices"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the snapshot as a new dict of built-in types only.
+
+        Returns:
+            ``{"format", "version", "rank", "world_size", "devices", "sources"}``; the
+            value is independent of the snapshot (changing it changes nothing).
+        """
+        copy: dict[str, Any] = json.loads(self._key)
+        return copy
+
+    @classmethod
+    def from_state_dict(cls, state_dict: object) -> RNGState:
+        """Validate a dict from :meth:`state_dict` and return the snapshot it describes.
+
+        Nothing in the dict is executed or imported, and no RNG is touched.
+
+        Args:
+            state_dict: The dict, for example from ``json.load`` or ``torch.load``.
+
+        Returns:
+            The snapshot.
+
+        Raises:
+            ValueError: Naming the first invalid field: wrong type, wrong length, value
+                out of range, unknown source, or a format version this release does not read.
+        """
+        data = expect_fields(state_dict, "state_dict", _KEYS)
+        if data["format"] != FORMAT:
+            raise ValueError(f"state_dict.format must be {FORMAT!r}, not {data['format']!r}")
+        version = expect_int(data["version"], "state_dict.version", 1, 2**31)
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"state_dict.version {version} is newer than this release reads ({FORMAT_VERSION}); "
+                f"upgrade deterministic"
+            )
+        rank = data["rank"]
+        world_size = data["world_size"]
+        if (rank is None) != (world_size is None):
+            raise ValueError("state_dict.rank and state_dict.world_size must both be set or both be None")
+        if world_size is not None:
+            expect_int(world_size, "state_dict.world_size", 1, 2**31)
+            expect_int(rank, "state_dict.rank", 0, world_size - 1)
+        checked, checked_devices = _check_sources(data["sources"], data["devices"])
+        return cls(
+            {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "rank": rank,
+                "world_size": world_size,
+                "devices": checked_devices,
+                "sources": checked,
+            }
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RNGState):
+            return NotImplemented
+        return self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RNGState.from_state_dict, (self.state_dict(),))
+
+    def __repr__(self) -> str:
+        where = "" if self.rank is None else f", rank={self.rank}/{self.world_size}"
+        return f"<RNGState sources={self.sources}{where}>"
+
+
+def _check_sources(sources: object, devices: object) -> tuple[dict[str, Any], dict[str, int]]:
+    """Validate the ``sources`` and ``devices`` entries of a state dict."""
+    if not isinstance(devices, dict):
+        raise ValueError(f"state_dict.devices must be a dict, not {type(devices).__name__}")
+    if not isinstance(sources, dict):
+        raise ValueError(f"state_dict.sources must be a dict, not {type(sources).__name__}")
+    checked: dict[str, Any] = {}
+    for name, source_data in sources.items():
+        source = SOURCES.get(name) if isinstance(name, str) else None
+        if source is None or not hasattr(source, "check_data"):
+            raise ValueError(f"state_dict.sources has an unknown source {name!r}")
+        checked[name] = source.check_data(source_data, f"state_dict.sources.{name}")
+    checked_devices: dict[str, int] = {}
+    for name, count in devices.items():
+        if name not in checked or not isinstance(SOURCES[name], AcceleratorSource):
+            raise ValueError(f"state_dict.devices names {name!r}, which has no device states")
+        checked_devices[name] = expect_int(count, f"state_dict.devices.{name}", 0, 2**16)
+        if len(checked[name]["devices"]) != count:
+            raise ValueError(f"state_dict.sources.{name}.devices must have {count} entries")
+    for name in checked:
+        if isinstance(SOURCES[name], AcceleratorSource) and name not in checked_devices:
+            raise ValueError(f"state_dict.devices lacks {name!r}")
+    return checked, checked_devices
+
+
+def _topology() -> tuple[int | None, int | None]:
+    """Return (rank, world size) of the default process group, or (None, None)."""
+    torch: Any = loaded_module("torch")
+    if torch is None:
+        return None, None
+    distributed = torch.distributed
+    if not (distributed.is_available() and distributed.is_initialized()):
+        return None, None
+    return int(distributed.get_rank()), int(distributed.get_world_size())
+
+
+def snapshot(sources: Iterable[str] | None = None) -> RNGState:
+    """Capture the current state of every available source.
+
+    Sources whose module is not imported are left out, and so are accelerators that are
+    not initialised: like a scope, a snapshot never initialises a device. Inside a scope
+    the snapshot holds the scoped state.
+
+    Args:
+        sources: Names of the sources to capture, as for :class:`deterministic`; ``None``
+            for all.
+
+    Returns:
+        The snapshot, with the rank and world size when ``torch.distributed`` is
+        initialised and the device count of each captured accelerator.
+
+    Raises:
+        TypeError: If ``sources`` is not a collection of names.
+        ValueError: If a source name is unknown.
+    """
+    selected = select_sources(sources)
+    captured: dict[str, Any] = {}
+    devices: dict[str, int] = {}
+    for source in selected if selected is not None else tuple(SOURCES.values()):
+        if not source.available() or not hasattr(source, "to_data"):
+            continue
+        data = source.to_data(source.capture())
+        if data is None:  # an accelerator that is not initialised
+            continue
+        captured[source.name] = data
+        if isinstance(source, AcceleratorSource):
+            devices[source.name] = len(data["devices"])
+    rank, world_size = _topology()
+    return RNGState(
+        {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "rank": rank,
+            "world_size": world_size,
+            "devices": devices,
+            "sources": captured,
+        }
+    )
+
+
+def _plan(state: RNGState, strict: bool) -> tuple[list[tuple[Source, Any]], list[str]]:
+    """Decide what to install and what to skip; validate sizes before anything changes."""
+    problems: list[str] = []
+    rank, world_size = _topology()
+    if (rank, world_size) != (state.rank, state.world_size):
+        problems.append(
+            f"the snapshot was taken on rank {state.rank} of {state.world_size}, "
+            f"this process is rank {rank} of {world_size}"
+        )
+        if strict:
+            raise ValueError(f"cannot restore: {problems[-1]} (pass strict=False to restore anyway)")
+    plan: list[tuple[Source, Any]] = []
+    for name, data in state._data["sources"].items():
+        source: Any = SOURCES[name]
+        if not source.available():
+            problems.append(f"source {name!r} is not available in this process")
+            continue
+        if isinstance(source, AcceleratorSource):
+            count = source.device_count()
+            saved = state._data["devices"][name]
+            if count != saved:
+                problems.append(f"{name}: the snapshot has {saved} devices, this process has {count}")
+                if strict:
+                    continue
+            if not source.initialized():
+                source.initialize()
+            plan.append((source, source.from_data(data, min(count, saved))))
+        else:
+            plan.append((source, source.from_data(data)))
+    return plan, problems
+
+
+def restore(state: RNGState, *, strict: bool = True) -> None:
+    """Install a snapshot, atomically.
+
+    Everything is validated before anything changes; if installing fails part-way, what
+    was installed is rolled back. Accelerator states initialise their device if it is not
+    initialised yet (as restoring any device state must).
+
+    Args:
+        state: The snapshot.
+        strict: When ``True`` (the default), a source in the snapshot that is not
+            available here, a different device count, or a different rank or world size
+            is an error. When ``False``, what matches is restored (on a device-count
+            mismatch, the devices both have) and a warning lists what was skipped.
+
+    Raises:
+        TypeError: If ``state`` is not an :class:`RNGState`.
+        ValueError: Under ``strict``, for any mismatch; always, for a state whose sizes
+            do not fit this process's generators. Nothing is changed.
+    """
+    if not isinstance(state, RNGState):
+        raise TypeError(
+            f"restore() takes an RNGState (from snapshot() or RNGState.from_state_dict()), "
+            f"not {type(state).__name__}"
+        )
+    plan, problems = _plan(state, strict)
+    if problems and strict:
+        raise ValueError(
+            "cannot restore: " + "; ".join(problems) + " (pass strict=False to restore what matches)"
+        )
+    previous = [(source, source.capture()) for source, _ in plan]
+    installed: list[tuple[Source, Any]] = []
+    try:
+        for (source, new_state), saved in zip(plan, previous, strict=True):
+            installed.append(saved)
+            source.restore(new_state)
+    except BaseException:
+        for source, saved_state in reversed(installed):
+            try:
+                source.restore(saved_state)
+            except Exception as error:  # noqa: BLE001 - roll back every source first
+                warnings.warn(f"rolling back {source.name!r} failed: {error!r}", RuntimeWarning, stacklevel=2)
+        raise
+    if problems:
+        warnings.warn("restore skipped: " + "; ".join(problems), RuntimeWarning, stacklevel=2)
