@@ -1,8 +1,11 @@
 """Scoped, exact and testable randomness for deep-learning code."""
 
+from ._distributed import rank_seed, shared_seed
+from ._loading import dataloader_kwargs, seed_worker
 from ._scope import Scope, deterministic
 from ._seeds import derive_seed
 from ._snapshot import RNGState, restore, snapshot
+from ._sources import register_source, unregister_source
 from ._version import __version__
 from ._wrappers import seeded
 
@@ -10,9 +13,15 @@ __all__ = [
     "RNGState",
     "Scope",
     "__version__",
+    "dataloader_kwargs",
     "derive_seed",
     "deterministic",
+    "rank_seed",
+    "register_source",
     "restore",
+    "seed_worker",
     "seeded",
+    "shared_seed",
     "snapshot",
+    "unregister_source",
 ]

@@ -14,7 +14,7 @@ import sys
 from . import _lock
 from ._flags import AlgorithmsMode, FlagSettings
 from ._imports import watch
-from ._seeds import SeedLike, draw_fresh_seed, resolve_seed
+from ._seeds import SeedLike, derive_seed, draw_fresh_seed, resolve_seed
 from ._sources import SOURCES, mark_imported, select_sources
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
@@ -67,6 +67,46 @@ class Scope:
     def config(self) -> deterministic:
         """The configuration this scope was entered from."""
         return self._config
+
+    def torch_generator(self, device: Any = "cpu") -> Any:
+        """Return a new ``torch.Generator`` seeded with ``derive_seed(seed, "torch", str(device))``.
+
+        Explicit generators let code move off the process-global RNGs (and are the way
+        to draw in thread-based DataLoader workers). Every call returns a new generator
+        starting the same stream. ``"cuda"`` and ``"cuda:0"`` are different keys.
+
+        Args:
+            device: The generator's device; a CUDA device initialises CUDA.
+
+        Returns:
+            The generator.
+        """
+        import torch  # noqa: PLC0415 - torch stays optional
+
+        device = torch.device(device)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(derive_seed(self.seed, "torch", str(device)))
+        return generator
+
+    def numpy_generator(self) -> Any:
+        """Return a new ``numpy.random.Generator`` seeded with ``derive_seed(seed, "numpy")``.
+
+        Returns:
+            The generator (NumPy's default bit generator).
+        """
+        import numpy  # noqa: PLC0415 - NumPy is not imported by `import deterministic`
+
+        return numpy.random.default_rng(derive_seed(self.seed, "numpy"))
+
+    def random(self) -> Any:
+        """Return a new ``random.Random`` seeded with ``derive_seed(seed, "random")``.
+
+        Returns:
+            The generator.
+        """
+        import random  # noqa: PLC0415 - random is not imported by `import deterministic`
+
+        return random.Random(derive_seed(self.seed, "random"))
 
     def __repr__(self) -> str:
         return f"<Scope seed={self.seed} of {self._config!r}>"

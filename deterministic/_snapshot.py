@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 
 from ._sources import SOURCES, AcceleratorSource, loaded_module, select_sources
@@ -40,6 +39,8 @@ class RNGState:
 
     def __init__(self, data: dict[str, Any]) -> None:
         """Wrap an already validated state dict; use :func:`snapshot` or :meth:`from_state_dict`."""
+        import json  # noqa: PLC0415 - json is imported on first use to keep `import deterministic` fast
+
         object.__setattr__(self, "_data", data)
         object.__setattr__(self, "_key", json.dumps(data, sort_keys=True))
 
@@ -78,6 +79,8 @@ class RNGState:
             ``{"format", "version", "rank", "world_size", "devices", "sources"}``; the
             value is independent of the snapshot (changing it changes nothing).
         """
+        import json  # noqa: PLC0415 - see __init__
+
         copy: dict[str, Any] = json.loads(self._key)
         return copy
 

@@ -1,10 +1,11 @@
 """The RNG sources a scope knows, one module each, behind the protocol in ``_protocol``."""
 
 from ._accelerator import AcceleratorSource
+from ._custom import CustomSource
 from ._numpy import NumpySource
 from ._protocol import loaded_module, mark_imported
 from ._python import PythonRandomSource
-from ._registry import SOURCES, select_sources
+from ._registry import SOURCES, register_source, select_sources, unregister_source
 from ._torch import TorchSource
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
@@ -14,11 +15,14 @@ if TYPE_CHECKING:
 __all__ = [
     "SOURCES",
     "AcceleratorSource",
+    "CustomSource",
     "NumpySource",
     "PythonRandomSource",
     "Source",
     "TorchSource",
     "loaded_module",
     "mark_imported",
+    "register_source",
     "select_sources",
+    "unregister_source",
 ]

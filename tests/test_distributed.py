@@ -1,0 +1,101 @@
+"""Rank-aware seeds, with a real two-process gloo group for the collectives."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from deterministic import derive_seed, rank_seed, shared_seed
+
+RANKS = textwrap.dedent(
+    """
+    import json, logging, os, sys
+    import torch.distributed as dist
+    from deterministic import derive_seed, rank_seed, shared_seed
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    rank = int(os.environ["RANK"])
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    report = {
+        "rank_seed": rank_seed(42),
+        "formula": rank_seed(42) == derive_seed(42, "rank", rank),
+        "shared": shared_seed(7 + rank),  # ranks disagree; rank 0's value wins
+        "fresh": shared_seed(),
+    }
+    dist.destroy_process_group()
+    print(json.dumps(report))
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_rank_and_shared_seeds_under_gloo(tmp_path: Path) -> None:
+    """rank_seed differs across ranks; shared_seed agrees, fresh or not, and is logged."""
+    pytest.importorskip("torch")
+    script = tmp_path / "ranks.py"
+    script.write_text(RANKS)
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            env={**env, "RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    reports, logs = [], []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        reports.append(json.loads(out))
+        logs.append(err)
+    assert reports[0]["rank_seed"] != reports[1]["rank_seed"]
+    assert all(report["formula"] for report in reports)
+    assert reports[0]["shared"] == reports[1]["shared"] == 7
+    assert reports[0]["fresh"] == reports[1]["fresh"]
+    assert all(f"shared seed {reports[0]['fresh']}" in log for log in logs)
+
+
+def test_rank_seed_formula_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rank_seed(s, r) is derive_seed(s, "rank", r); the rank defaults to $RANK, then 0."""
+    assert rank_seed(42, 3) == derive_seed(42, "rank", 3)
+    assert rank_seed("run-a", 0) == derive_seed(derive_seed("run-a"), "rank", 0)
+    monkeypatch.delenv("RANK", raising=False)
+    assert rank_seed(42) == rank_seed(42, 0)
+    monkeypatch.setenv("RANK", "5")
+    assert rank_seed(42) == rank_seed(42, 5)
+    monkeypatch.setenv("RANK", "five")
+    with pytest.raises(ValueError, match="RANK"):
+        rank_seed(42)
+
+
+def test_rank_seed_bad_input() -> None:
+    """None seeds, bool or negative ranks are rejected with clear errors."""
+    with pytest.raises(TypeError, match="needs a seed"):
+        rank_seed(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="rank must be an int"):
+        rank_seed(1, True)
+    with pytest.raises(ValueError, match="non-negative"):
+        rank_seed(1, -1)
+
+
+def test_shared_seed_without_process_group() -> None:
+    """Without a process group shared_seed returns the local effective seed (fresh for None)."""
+    assert shared_seed(5) == 5
+    assert shared_seed("x") == derive_seed("x")
+    assert 0 <= shared_seed() < 2**32
