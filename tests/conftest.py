@@ -18,6 +18,8 @@ except ImportError:  # the suite also runs without torch
 
 from deterministic import _scope
 
+pytest_plugins = ["pytester"]
+
 CUBLAS = "CUBLAS_WORKSPACE_CONFIG"
 
 

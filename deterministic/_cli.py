@@ -1,0 +1,326 @@
+"""The command line: ``python -m deterministic doctor | run | check``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from ._flags import CUBLAS_CONFIGS, CUBLAS_VARIABLE
+from ._seeds import derive_seed, resolve_seed
+from ._sources import SOURCES
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+__all__ = ["hash_seed", "main"]
+
+USAGE_EXIT = 2
+
+
+def hash_seed(seed: int) -> int:
+    """Return the ``PYTHONHASHSEED`` that ``run`` and ``check`` use for an effective seed.
+
+    Args:
+        seed: The effective seed.
+
+    Returns:
+        ``derive_seed(seed, "PYTHONHASHSEED")``, in ``[0, 2**32)`` as Python accepts.
+    """
+    return derive_seed(seed, "PYTHONHASHSEED")
+
+
+def _seed_argument(text: str) -> int:
+    """Parse ``--seed``: an int (any size) or, failing that, a string, as a scope accepts."""
+    try:
+        value: object = int(text, 10)
+    except ValueError:
+        value = text
+    if value == "":
+        raise argparse.ArgumentTypeError("the seed must not be empty")
+    effective = resolve_seed(value)
+    assert effective is not None
+    return effective
+
+
+def _runs_argument(text: str) -> int:
+    try:
+        runs = int(text, 10)
+    except ValueError:
+        runs = 0
+    if runs < 2:
+        raise argparse.ArgumentTypeError(f"--runs must be an int of at least 2, not {text!r}")
+    return runs
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deterministic",
+        description="Check and run Python programs for reproducibility.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{doctor,run,check}")
+
+    doctor = commands.add_parser("doctor", help="report versions, RNG sources, flags and hazards")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.add_argument("--strict", action="store_true", help="exit 1 when any hazard is found")
+
+    for name, help_text in (
+        ("run", "run a script or module under a seed, in a fresh interpreter"),
+        ("check", "run a script several times and compare its outputs byte for byte"),
+    ):
+        command = commands.add_parser(
+            name,
+            help=help_text,
+            usage=f"deterministic {name} --seed N [options] [--] script.py [args ...]\n"
+            f"       deterministic {name} --seed N [options] -m module [args ...]",
+        )
+        command.add_argument("--seed", required=True, type=_seed_argument, help="the seed (int or str)")
+        command.add_argument(
+            "--strict",
+            action="store_true",
+            help=f"also enable deterministic algorithms and set {CUBLAS_VARIABLE}={CUBLAS_CONFIGS[0]}",
+        )
+        if name == "check":
+            command.add_argument("--runs", type=_runs_argument, default=2, help="how many runs (default 2)")
+            command.add_argument(
+                "--compare",
+                action="append",
+                default=[],
+                metavar="PATH",
+                help="a file the script writes, compared between runs (repeatable)",
+            )
+        command.add_argument("-m", dest="module", metavar="module", help="run a module, like python -m")
+        command.add_argument("target", nargs=argparse.REMAINDER, help="the script and its arguments")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: The arguments (``sys.argv[1:]`` when ``None``).
+
+    Returns:
+        The exit status: 0 on success, 1 for hazards under ``--strict`` or an
+        irreproducible ``check``, 2 for a bad invocation, else the script's own status.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return _doctor(args.json, args.strict)
+    target = list(args.target)
+    if target and target[0] == "--":
+        target = target[1:]
+    command = _child_command(parser, args, target)
+    env = _child_environment(args.seed, args.strict)
+    if args.command == "run":
+        return subprocess.run(command, env=env, check=False).returncode
+    return _check(command, env, args.runs, args.compare)
+
+
+def _child_command(parser: argparse.ArgumentParser, args: argparse.Namespace, target: list[str]) -> list[str]:
+    """The command that runs the target in a fresh interpreter through ``_runner``."""
+    seed, strict, module, name = args.seed, args.strict, args.module, args.command
+    if module is not None:
+        return [
+            sys.executable,
+            "-m",
+            "deterministic._runner",
+            str(seed),
+            str(int(strict)),
+            "-m",
+            module,
+            *target,
+        ]
+    if not target:
+        _usage_error(parser, name, "a script (or -m module) is required")
+    script = target[0]
+    if not os.path.isfile(script):
+        _usage_error(parser, name, f"cannot open script {script!r}: no such file")
+    return [sys.executable, "-m", "deterministic._runner", str(seed), str(int(strict)), "--", *target]
+
+
+def _usage_error(parser: argparse.ArgumentParser, name: str, message: str) -> None:
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    subparsers.choices[name].error(message)
+
+
+def _child_environment(seed: int, strict: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONHASHSEED"] = str(hash_seed(seed))
+    if strict:
+        env[CUBLAS_VARIABLE] = CUBLAS_CONFIGS[0]
+    return env
+
+
+def _check(command: list[str], env: dict[str, str], runs: int, compare: list[str]) -> int:
+    """Run ``command`` ``runs`` times; compare stdout and the ``compare`` files with the first run."""
+    outputs: list[dict[str, bytes]] = []
+    for run in range(runs):
+        for path in compare:
+            if os.path.exists(path):
+                os.remove(path)
+        result = subprocess.run(command, env=env, stdout=subprocess.PIPE, check=False)
+        sys.stdout.flush()
+        if result.returncode != 0:
+            print(f"run {run + 1} exited with status {result.returncode}", file=sys.stderr)
+            return 1
+        files = {"<stdout>": result.stdout}
+        for path in compare:
+            try:
+                with open(path, "rb") as produced:
+                    files[path] = produced.read()
+            except OSError as error:
+                print(f"run {run + 1} did not produce {path}: {error.strerror}", file=sys.stderr)
+                return 1
+        outputs.append(files)
+    for run, files in enumerate(outputs[1:], start=2):
+        for name, content in files.items():
+            first = outputs[0][name]
+            if content != first:
+                print(_first_difference(name, first, content, run))
+                return 1
+    print(f"reproducible: {runs} runs, {len(outputs[0])} output(s) identical")
+    return 0
+
+
+def _first_difference(name: str, first: bytes, other: bytes, run: int) -> str:
+    first_lines = first.splitlines(keepends=True)
+    other_lines = other.splitlines(keepends=True)
+    for number, (a, b) in enumerate(zip(first_lines, other_lines, strict=False), start=1):
+        if a != b:
+            return f"not reproducible: {name} line {number} differs\n  run 1: {a!r}\n  run {run}: {b!r}"
+    number = min(len(first_lines), len(other_lines)) + 1
+    a = first_lines[number - 1] if number <= len(first_lines) else b"<end of output>"
+    b = other_lines[number - 1] if number <= len(other_lines) else b"<end of output>"
+    return f"not reproducible: {name} line {number} differs\n  run 1: {a!r}\n  run {run}: {b!r}"
+
+
+def _doctor(as_json: bool, strict: bool) -> int:
+    report = doctor_report()
+    if as_json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(_format_report(report))
+    return 1 if strict and report["hazards"] else 0
+
+
+def _version(module: str) -> str | None:
+    try:
+        imported = __import__(module)
+    except ImportError:
+        return None
+    return str(getattr(imported, "__version__", "unknown"))
+
+
+def doctor_report() -> dict[str, Any]:
+    """Collect versions, RNG sources, flags and hazards (each with its exact fix).
+
+    Returns:
+        ``{"versions", "sources", "flags", "hazards"}``; see the command-line docs for the schema.
+    """
+    versions: dict[str, Any] = {"python": sys.version.split()[0], "numpy": _version("numpy"), "torch": None}
+    if versions["numpy"] is not None:
+        import numpy.random  # noqa: F401, PLC0415 - so that the NumPy source counts as found
+    versions.update({"cuda": None, "cudnn": None})
+    flags: dict[str, Any] = {
+        "hash_randomization": bool(sys.flags.hash_randomization),
+        "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED"),
+        CUBLAS_VARIABLE: os.environ.get(CUBLAS_VARIABLE),
+    }
+    hazards: list[dict[str, str]] = []
+    if sys.flags.hash_randomization:
+        hazards.append(
+            {
+                "id": "hash-randomization",
+                "message": "hash randomisation is on: set order and hash() of str differ between runs",
+                "fix": "start Python with PYTHONHASHSEED=0, or run through `python -m deterministic run`",
+            }
+        )
+    if _version("torch") is not None:
+        _torch_report(sys.modules["torch"], versions, flags, hazards)
+    sources = [name for name, source in SOURCES.items() if source.available()]
+    return {"versions": versions, "sources": sources, "flags": flags, "hazards": hazards}
+
+
+def _torch_report(
+    torch: Any, versions: dict[str, Any], flags: dict[str, Any], hazards: list[dict[str, str]]
+) -> None:
+    versions["torch"] = torch.__version__
+    versions["cuda"] = torch.version.cuda
+    cuda_available = bool(torch.cuda.is_available())
+    cudnn = torch.backends.cudnn
+    versions["cudnn"] = cudnn.version() if cuda_available and cudnn.is_available() else None
+    flags.update(
+        {
+            "cuda_available": cuda_available,
+            "cudnn.deterministic": bool(cudnn.deterministic),
+            "cudnn.benchmark": bool(cudnn.benchmark),
+            "cudnn.enabled": bool(cudnn.enabled),
+            "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled()),
+            "deterministic_algorithms_warn_only": bool(torch.is_deterministic_algorithms_warn_only_enabled()),
+            "cuda.matmul.allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        }
+    )
+    if cuda_available and os.environ.get(CUBLAS_VARIABLE) not in CUBLAS_CONFIGS:
+        hazards.append(
+            {
+                "id": "cublas-workspace-config",
+                "message": f"{CUBLAS_VARIABLE} is {os.environ.get(CUBLAS_VARIABLE)!r} while CUDA is "
+                "available: cuBLAS may be non-deterministic",
+                "fix": f"export {CUBLAS_VARIABLE}={CUBLAS_CONFIGS[0]} before starting Python",
+            }
+        )
+    if cudnn.benchmark:
+        hazards.append(
+            {
+                "id": "cudnn-benchmark",
+                "message": "cudnn.benchmark is on: convolution algorithms are chosen by timing",
+                "fix": "torch.backends.cudnn.benchmark = False, or use deterministic(...) (off by default)",
+            }
+        )
+    if not torch.are_deterministic_algorithms_enabled():
+        hazards.append(
+            {
+                "id": "deterministic-algorithms-off",
+                "message": "deterministic algorithms are off: some operations are non-deterministic",
+                "fix": "torch.use_deterministic_algorithms(True), "
+                "or deterministic(..., deterministic_algorithms=True)",
+            }
+        )
+    if torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest":
+        hazards.append(
+            {
+                "id": "tf32-matmul",
+                "message": "TF32 matmul is on: float32 matmul results depend on the hardware",
+                "fix": "torch.backends.cuda.matmul.allow_tf32 = False; "
+                'torch.set_float32_matmul_precision("highest")',
+            }
+        )
+    if torch.cuda._is_in_bad_fork():
+        hazards.append(
+            {
+                "id": "bad-fork",
+                "message": "this process was forked after CUDA was initialised: CUDA cannot be used here",
+                "fix": "start worker processes with the 'spawn' method, or initialise CUDA after forking",
+            }
+        )
+
+
+def _format_report(report: dict[str, Any]) -> str:
+    lines = ["deterministic doctor", "", "versions:"]
+    lines += [
+        f"  {name}: {value if value is not None else 'not installed'}"
+        for name, value in report["versions"].items()
+    ]
+    lines += ["", f"RNG sources found: {', '.join(report['sources']) or 'none'}", "", "flags:"]
+    lines += [f"  {name}: {value}" for name, value in report["flags"].items()]
+    lines += ["", f"hazards: {len(report['hazards'])}"]
+    for hazard in report["hazards"]:
+        lines += [f"  - {hazard['message']}", f"    fix: {hazard['fix']}"]
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""Runs a script or module as ``__main__`` inside a scope, in the interpreter ``run`` starts.
+
+Invoked as ``python -m deterministic._runner SEED STRICT -- script.py [args]`` or
+``... SEED STRICT -m module [args]`` by the command line; not a public interface.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import traceback
+
+from ._scope import deterministic
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["main"]
+
+
+def _from_target(tb: TracebackType | None, target: str) -> TracebackType | None:
+    """Drop the runner's and runpy's frames, so tracebacks start in the user's code."""
+    current = tb
+    while current is not None:
+        if os.path.abspath(current.tb_frame.f_code.co_filename) == target:
+            return current
+        current = current.tb_next
+    return tb
+
+
+def main(argv: list[str]) -> int:
+    """Run the target; return its exit status.
+
+    Args:
+        argv: ``[seed, strict, "--", script, *args]`` or ``[seed, strict, "-m", module, *args]``.
+
+    Returns:
+        The status ``python script.py`` would exit with.
+    """
+    seed, strict, mode, target, *arguments = argv
+    config = deterministic(int(seed), deterministic_algorithms=True if strict == "1" else None)
+    try:
+        with config:
+            if mode == "-m":
+                sys.argv = [target, *arguments]
+                runpy.run_module(target, run_name="__main__", alter_sys=True)
+            else:
+                path = os.path.abspath(target)
+                sys.argv = [target, *arguments]
+                sys.path[0] = os.path.dirname(path)
+                runpy.run_path(path, run_name="__main__")
+    except SystemExit as exit_request:
+        code = exit_request.code
+        if code is None or isinstance(code, int):
+            return code or 0
+        print(code, file=sys.stderr)
+        return 1
+    except BaseException as error:  # noqa: BLE001 - report like the interpreter does
+        origin = (
+            os.path.abspath(target) if mode != "-m" else getattr(sys.modules.get("__main__"), "__file__", "")
+        )
+        trimmed = _from_target(error.__traceback__, os.path.abspath(origin or ""))
+        traceback.print_exception(type(error), error, trimmed)
+        return 130 if isinstance(error, KeyboardInterrupt) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,212 @@
+"""The command line, through real subprocesses: doctor, run and check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from deterministic._cli import hash_seed
+
+SCRIPT = textwrap.dedent(
+    """
+    import random, sys
+    import numpy as np
+    values = [random.random(), float(np.random.rand())]
+    try:
+        import torch
+        values.append(torch.rand(1).item())
+    except ImportError:
+        pass
+    print(sys.argv[1:], __name__, __file__.endswith("script.py"))
+    print(values, hash("abc"))
+    if "--fail" in sys.argv:
+        raise ValueError("boom")
+    sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 0)
+    """
+)
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m deterministic ARGS` in cwd."""
+    return subprocess.run(
+        [sys.executable, "-m", "deterministic", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    """A script that prints its arguments and draws from every source."""
+    path = tmp_path / "script.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+def test_run_matches_scope_and_passes_arguments(script: Path) -> None:
+    """run gives the script's argv, __main__, __file__, exit code, and the scope's draws."""
+    result = cli("run", "--seed", "5", "--", str(script), "3", "--flag", cwd=script.parent)
+    assert result.returncode == 3, result.stderr
+    first, second = result.stdout.splitlines()
+    assert first == "['3', '--flag'] __main__ True"
+    wrapper = script.parent / "wrapper.py"
+    wrapper.write_text(
+        "import runpy, sys\nfrom deterministic import deterministic\n"
+        f"sys.argv = [{str(script)!r}, '3', '--flag']\n"
+        f"with deterministic(5):\n    runpy.run_path({str(script)!r}, run_name='__main__')\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": str(hash_seed(5))}
+    reference = subprocess.run([sys.executable, str(wrapper)], capture_output=True, text=True, env=env)
+    assert reference.returncode == 3, reference.stderr
+    assert second == reference.stdout.splitlines()[1]
+
+
+def test_run_sets_hash_seed(script: Path) -> None:
+    """run fixes PYTHONHASHSEED from the seed, so hash() of a str is the same every run."""
+    outputs = {cli("run", "--seed", "5", str(script), cwd=script.parent).stdout for _ in range(2)}
+    assert len(outputs) == 1
+    other = cli("run", "--seed", "6", str(script), cwd=script.parent).stdout
+    assert other.split()[-1] != outputs.pop().split()[-1]
+
+
+def test_run_module(tmp_path: Path) -> None:
+    """run -m runs a module as __main__ with its arguments."""
+    (tmp_path / "tool.py").write_text(SCRIPT.replace("script.py", "tool.py"))
+    result = cli("run", "--seed", "5", "-m", "tool", "0", "x", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "['0', 'x'] __main__ True"
+
+
+def test_run_traceback_starts_in_script(script: Path) -> None:
+    """An uncaught exception exits 1 with a traceback that starts in the script."""
+    result = cli("run", "--seed", "5", str(script), "--fail", cwd=script.parent)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert "script.py" in lines[1]
+    assert lines[-1] == "ValueError: boom"
+    assert "_runner" not in result.stderr and "runpy" not in result.stderr
+
+
+def test_run_strict_sets_cublas_and_algorithms(tmp_path: Path) -> None:
+    """--strict sets CUBLAS_WORKSPACE_CONFIG and deterministic algorithms for the script."""
+    pytest.importorskip("torch")
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import os, torch\nprint(os.environ.get('CUBLAS_WORKSPACE_CONFIG'), "
+        "torch.are_deterministic_algorithms_enabled())\n"
+    )
+    strict = cli("run", "--seed", "1", "--strict", str(probe), cwd=tmp_path)
+    assert strict.stdout.strip() == ":4096:8 True", strict.stderr
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    plain = cli("run", "--seed", "1", str(probe), cwd=tmp_path, env=env)
+    assert plain.stdout.strip() == "None False", plain.stderr
+
+
+def test_check_reproducible(script: Path) -> None:
+    """check prints "reproducible" and exits 0 when every run gives the same outputs."""
+    result = cli("check", "--seed", "5", "--runs", "3", str(script), cwd=script.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("reproducible")
+
+
+def test_check_reports_first_difference(tmp_path: Path) -> None:
+    """check names the file and line of the first difference, with both versions, and exits 1."""
+    flaky = tmp_path / "flaky.py"
+    flaky.write_text(
+        "import os, sys\nprint('same')\nprint(os.urandom(4).hex())\n"
+        "open(sys.argv[1], 'w').write('stable\\n')\n"
+    )
+    result = cli("check", "--seed", "1", "--compare", "out.txt", str(flaky), "out.txt", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == "not reproducible: <stdout> line 2 differs"
+    assert lines[1].startswith("  run 1: b'") and lines[2].startswith("  run 2: b'")
+
+    writer = tmp_path / "writer.py"
+    writer.write_text(
+        "import os, sys\nprint('same')\nopen(sys.argv[1], 'w').write('a\\n' + os.urandom(4).hex())\n"
+    )
+    result = cli("check", "--seed", "1", "--compare", "out.txt", str(writer), "out.txt", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0] == "not reproducible: out.txt line 2 differs"
+
+
+def test_check_compare_file_reproducible(tmp_path: Path) -> None:
+    """A --compare file with seeded content is reproducible."""
+    writer = tmp_path / "writer.py"
+    writer.write_text("import random, sys\nopen(sys.argv[1], 'w').write(str(random.random()))\n")
+    result = cli("check", "--seed", "2", "--compare", "out.txt", "--", str(writer), "out.txt", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 output(s) identical" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--seed", "1", "missing.py"], "cannot open script 'missing.py'"),
+        (["run", "--seed", "1"], "a script (or -m module) is required"),
+        (["run", "script.py"], "required: --seed"),
+        (["check", "--seed", "1", "--runs", "1", "script.py"], "--runs must be an int of at least 2"),
+        (["doctor", "--bogus"], "unrecognized arguments: --bogus"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        ([], "the following arguments are required"),
+    ],
+)
+def test_bad_invocations(script: Path, args: list[str], message: str) -> None:
+    """Bad invocations print a one-line error with the usage and exit 2, without a traceback."""
+    result = cli(*args, cwd=script.parent)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "usage:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_doctor_report_and_strict(tmp_path: Path) -> None:
+    """doctor reports versions, sources, flags and hazards with fixes; --strict exits 1 on hazards."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    result = cli("doctor", "--json", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {"versions", "sources", "flags", "hazards"}
+    assert report["versions"]["python"] == sys.version.split()[0]
+    assert {"random", "numpy"} <= set(report["sources"])
+    hazards = {hazard["id"]: hazard for hazard in report["hazards"]}
+    assert "PYTHONHASHSEED=0" in hazards["hash-randomization"]["fix"]
+    assert all(hazard["message"] and hazard["fix"] for hazard in report["hazards"])
+    assert cli("doctor", "--strict", cwd=tmp_path, env=env).returncode == 1
+    text = cli("doctor", cwd=tmp_path, env=env).stdout
+    assert "hazards:" in text and "fix: start Python with PYTHONHASHSEED=0" in text
+
+
+def test_doctor_clean_environment_under_strict(tmp_path: Path) -> None:
+    """With hashing fixed and no torch hazards, doctor --strict exits 0."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    code = (
+        "import sys; sys.modules['torch'] = None; from deterministic._cli import main; "
+        "sys.exit(main(['doctor', '--strict']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hazards: 0" in result.stdout
+
+
+def test_console_script_installed() -> None:
+    """The `deterministic` console script is installed next to the interpreter."""
+    executable = Path(sys.executable).parent / "deterministic"
+    result = subprocess.run(
+        [str(executable), "doctor", "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "versions" in json.loads(result.stdout)
