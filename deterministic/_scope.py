@@ -41,8 +41,9 @@ _STACK: list[Scope] = []
 class Scope:
     """One entry of a scope: the effective seed and everything saved at entry.
 
-    Returned by ``with deterministic(...) as scope``. Attributes other than ``seed``
-    are private.
+    Returned by ``with deterministic(...) as scope``. Besides ``seed`` and ``config``
+    it offers explicit generators derived from the seed; underscored attributes are
+    private.
 
     Attributes:
         seed: The effective integer seed of this entry, in ``[0, 2**32)``.

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import run_gloo_pair
 
 pytest.importorskip("torch")
 
@@ -120,33 +119,11 @@ RANKS = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_per_rank_snapshots_with_gloo(tmp_path: Path) -> None:
     """Each gloo rank restores its own state; rank 0's snapshot on rank 1 is refused under strict."""
     script = tmp_path / "ranks.py"
     script.write_text(RANKS)
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(script)],
-            env={**env, "RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    reports = []
-    for process in processes:
-        out, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err
-        reports.append(json.loads(out))
+    reports = [report for report, _ in run_gloo_pair(script)]
     assert [r["rank"] for r in reports] == [0, 1]
     assert all(r["world_size"] == 2 and r["round_trip"] for r in reports)
     assert "rank 0 of 2" in reports[1]["strict"]

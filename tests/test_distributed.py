@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import run_gloo_pair
 
 from deterministic import derive_seed, rank_seed, shared_seed
 
@@ -35,35 +31,14 @@ RANKS = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_rank_and_shared_seeds_under_gloo(tmp_path: Path) -> None:
     """rank_seed differs across ranks; shared_seed agrees, fresh or not, and is logged."""
     pytest.importorskip("torch")
     script = tmp_path / "ranks.py"
     script.write_text(RANKS)
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(script)],
-            env={**env, "RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    reports, logs = [], []
-    for process in processes:
-        out, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err
-        reports.append(json.loads(out))
-        logs.append(err)
+    results = run_gloo_pair(script)
+    reports = [report for report, _ in results]
+    logs = [log for _, log in results]
     assert reports[0]["rank_seed"] != reports[1]["rank_seed"]
     assert all(report["formula"] for report in reports)
     assert reports[0]["shared"] == reports[1]["shared"] == 7

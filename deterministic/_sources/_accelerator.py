@@ -170,18 +170,7 @@ class AcceleratorSource:
         return {"devices": [bytes(device.tolist()).hex() for device in state.states]}
 
     def check_data(self, data: object, field: str) -> dict[str, Any]:
-        """Validate plain data from :meth:`to_data`, without touching any device.
-
-        Args:
-            data: The plain data.
-            field: Its path in the state dict, for error messages.
-
-        Returns:
-            A validated copy.
-
-        Raises:
-            ValueError: Naming the first invalid field.
-        """
+        """Validate plain data from :meth:`to_data`, touching no device (see ``Source.check_data``)."""
         fields = expect_fields(data, field, ("devices",))
         devices = fields["devices"]
         if not isinstance(devices, list):

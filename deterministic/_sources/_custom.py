@@ -66,18 +66,7 @@ class CustomSource:
         return {"state": state} if is_plain_data(state) else None
 
     def check_data(self, data: object, field: str) -> dict[str, Any]:
-        """Validate plain data from :meth:`to_data`.
-
-        Args:
-            data: The plain data.
-            field: Its path in the state dict, for error messages.
-
-        Returns:
-            The data.
-
-        Raises:
-            ValueError: If it is not ``{"state": <plain data>}``.
-        """
+        """Validate plain data from :meth:`to_data` (see ``Source.check_data``)."""
         fields = expect_fields(data, field, ("state",))
         if not is_plain_data(fields["state"]):
             raise ValueError(f"{field}.state must be plain data (dict, list, int, float, str, bool, None)")

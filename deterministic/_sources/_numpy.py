@@ -75,18 +75,7 @@ class NumpySource:
         return {"key": key, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
 
     def check_data(self, data: object, field: str) -> dict[str, Any]:
-        """Validate plain data from :meth:`to_data`, without touching any RNG.
-
-        Args:
-            data: The plain data.
-            field: Its path in the state dict, for error messages.
-
-        Returns:
-            A validated copy.
-
-        Raises:
-            ValueError: Naming the first invalid field.
-        """
+        """Validate plain data from :meth:`to_data` (see ``Source.check_data``)."""
         fields = expect_fields(data, field, ("key", "pos", "has_gauss", "gauss"))
         return {
             "key": expect_words(fields["key"], f"{field}.key", 624),

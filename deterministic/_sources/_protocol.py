@@ -70,3 +70,23 @@ if TYPE_CHECKING:
 
         def restore(self, state: Any) -> None:
             """Install a state returned by :meth:`capture`."""
+
+        def to_data(self, state: Any) -> dict[str, Any] | None:
+            """Return a captured state as plain data for snapshots (``None``: not capturable)."""
+
+        def check_data(self, data: object, field: str) -> dict[str, Any]:
+            """Validate plain data from :meth:`to_data` without touching any RNG.
+
+            Args:
+                data: The plain data.
+                field: Its path in the state dict, for error messages.
+
+            Returns:
+                A validated copy.
+
+            Raises:
+                ValueError: Naming the first invalid field.
+            """
+
+        def from_data(self, data: dict[str, Any]) -> Any:
+            """Return a state for :meth:`restore` from data checked by :meth:`check_data`."""

@@ -95,18 +95,7 @@ class PythonRandomSource:
         return {"version": version, "state": list(internal), "gauss_next": gauss_next}
 
     def check_data(self, data: object, field: str) -> dict[str, Any]:
-        """Validate plain data from :meth:`to_data`, without touching any RNG.
-
-        Args:
-            data: The plain data.
-            field: Its path in the state dict, for error messages.
-
-        Returns:
-            A validated copy.
-
-        Raises:
-            ValueError: Naming the first invalid field.
-        """
+        """Validate plain data from :meth:`to_data` (see ``Source.check_data``)."""
         fields = expect_fields(data, field, ("version", "state", "gauss_next"))
         expect_int(fields["version"], f"{field}.version", 3, 3)
         words = expect_words(fields["state"], f"{field}.state", 625)

@@ -44,18 +44,7 @@ class TorchSource:
         return {"state": bytes(state.tolist()).hex()}
 
     def check_data(self, data: object, field: str) -> dict[str, Any]:
-        """Validate plain data from :meth:`to_data`, without touching any RNG.
-
-        Args:
-            data: The plain data.
-            field: Its path in the state dict, for error messages.
-
-        Returns:
-            A validated copy.
-
-        Raises:
-            ValueError: Naming the first invalid field.
-        """
+        """Validate plain data from :meth:`to_data` (see ``Source.check_data``)."""
         fields = expect_fields(data, field, ("state",))
         return {"state": expect_hex(fields["state"], f"{field}.state")}
 
