@@ -23,6 +23,10 @@ __all__ = ["NumpyLayout", "RandomLayout", "find_numpy_layout", "find_random_layo
 _MT_WORDS = 624
 _MT_BYTES = _MT_WORDS * 4 + 4  # the key words plus a C int position
 _POINTER = ctypes.sizeof(ctypes.c_void_p)
+# Copies go through ctypes arrays' ``raw`` (a memcpy under the GIL): ``ctypes.memmove``
+# releases the GIL, and another thread could then read a half-written state.
+_MT_STRUCT = ctypes.c_char * _MT_BYTES
+_GAUSS_STRUCT = ctypes.c_char * 16
 
 
 def _fast_paths_possible() -> bool:
@@ -42,11 +46,11 @@ class RandomLayout(NamedTuple):
 
     def capture(self, generator: Any) -> tuple[bytes, Any]:
         """Return the struct bytes and ``gauss_next``."""
-        return ctypes.string_at(id(generator) + self.offset, _MT_BYTES), generator.gauss_next
+        return _MT_STRUCT.from_address(id(generator) + self.offset).raw, generator.gauss_next
 
     def restore(self, generator: Any, state: tuple[bytes, Any]) -> None:
         """Write back a state from :meth:`capture`."""
-        ctypes.memmove(id(generator) + self.offset, state[0], _MT_BYTES)
+        _MT_STRUCT.from_address(id(generator) + self.offset).raw = state[0]
         generator.gauss_next = state[1]
 
     def public(self, state: tuple[bytes, Any]) -> tuple[Any, ...]:
@@ -103,8 +107,8 @@ class NumpyLayout(NamedTuple):
         mt_address = ctypes.c_void_p.from_address(address + self.bitgen_offset).value
         with state_object._bit_generator.lock:
             return (
-                ctypes.string_at(mt_address, _MT_BYTES),  # type: ignore[arg-type]
-                ctypes.string_at(address + self.gauss_offset, 16),
+                _MT_STRUCT.from_address(mt_address).raw,  # type: ignore[arg-type]
+                _GAUSS_STRUCT.from_address(address + self.gauss_offset).raw,
             )
 
     def restore(self, state_object: Any, state: tuple[bytes, bytes]) -> None:
@@ -112,8 +116,8 @@ class NumpyLayout(NamedTuple):
         address = id(state_object)
         mt_address = ctypes.c_void_p.from_address(address + self.bitgen_offset).value
         with state_object._bit_generator.lock:
-            ctypes.memmove(mt_address, state[0], _MT_BYTES)  # type: ignore[arg-type]
-            ctypes.memmove(address + self.gauss_offset, state[1], 16)
+            _MT_STRUCT.from_address(mt_address).raw = state[0]  # type: ignore[arg-type]
+            _GAUSS_STRUCT.from_address(address + self.gauss_offset).raw = state[1]
 
     def public(self, state: tuple[bytes, bytes]) -> tuple[Any, ...]:
         """Return the state as ``np.random.get_state()`` reports it (key as a list)."""
