@@ -234,7 +234,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="few iterations (CI smoke run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    iterations, rounds = (300, 5) if args.quick else (3000, 15)
+    iterations, rounds = (600, 5) if args.quick else (3000, 15)
     entries = 20_000 if args.quick else 1_000_000
 
     rows: dict[str, Row] = {
