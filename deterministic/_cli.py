@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from ._flags import CUBLAS_CONFIGS, CUBLAS_VARIABLE
-from ._seeds import derive_seed, resolve_seed
+from ._seeds import derive_seed, seed_from_text
 from ._sources import SOURCES
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
@@ -37,14 +37,9 @@ def hash_seed(seed: int) -> int:
 def _seed_argument(text: str) -> int:
     """Parse ``--seed``: an int (any size) or, failing that, a string, as a scope accepts."""
     try:
-        value: object = int(text, 10)
-    except ValueError:
-        value = text
-    if value == "":
-        raise argparse.ArgumentTypeError("the seed must not be empty")
-    effective = resolve_seed(value)
-    assert effective is not None
-    return effective
+        return seed_from_text(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _runs_argument(text: str) -> int:

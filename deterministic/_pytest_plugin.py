@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from ._scope import deterministic
-from ._seeds import derive_seed, resolve_seed
+from ._seeds import derive_seed, resolve_seed, seed_from_text
 from ._sources import SOURCES
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
@@ -22,22 +22,12 @@ __all__ = ["reseed"]
 _SEED_KEY = pytest.StashKey[int]()
 
 
-def _seed_option(text: str) -> int:
-    try:
-        value: object = int(text, 10)
-    except ValueError:
-        value = text
-    effective = resolve_seed(value)
-    assert effective is not None
-    return effective
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Add ``--deterministic-seed``."""
     group = parser.getgroup("deterministic")
     group.addoption(
         "--deterministic-seed",
-        type=_seed_option,
+        type=seed_from_text,
         default=None,
         metavar="N",
         help="run every test's setup, call and teardown in deterministic(derive_seed(N, <node id>))",

@@ -15,7 +15,7 @@ from . import _lock
 from ._flags import AlgorithmsMode, FlagSettings
 from ._imports import watch
 from ._seeds import SeedLike, derive_seed, draw_fresh_seed, resolve_seed
-from ._sources import SOURCES, mark_imported, select_sources
+from ._sources import SOURCES, mark_imported, restore_all, select_sources
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
 if TYPE_CHECKING:
@@ -134,20 +134,6 @@ def _parts(config: deterministic) -> tuple[Part, ...]:
     return parts
 
 
-def _restore_all(saved: dict[Part, Any]) -> BaseException | None:
-    """Restore every saved part, innermost change first; return the first failure."""
-    failure: BaseException | None = None
-    for part, state in reversed(saved.items()):
-        try:
-            part.restore(state)
-        except BaseException as error:  # noqa: BLE001 - every part must be attempted
-            if failure is None:
-                failure = error
-            elif hasattr(failure, "add_note"):
-                failure.add_note(f"restoring {part.name!r} also failed: {error!r}")
-    return failure
-
-
 def open_scope(
     config: deterministic,
     seed: int | None = None,
@@ -201,7 +187,7 @@ def _start(scope: Scope, parts: tuple[Part, ...], resume: dict[Part, Any] | None
             else:
                 part.seed(seed)
     except BaseException:
-        failure = _restore_all(saved)
+        failure = restore_all(saved)
         if failure is not None:
             raise failure  # noqa: B904 - the original error is its context
         raise
@@ -243,7 +229,7 @@ def close_scope(scope: Scope, keep: bool = False) -> dict[Part, Any] | None:
     except BaseException as error:  # noqa: BLE001 - restore first, then raise
         failure = error
     _STACK.pop()
-    restore_failure = _restore_all(scope._saved)
+    restore_failure = restore_all(scope._saved)
     if not _STACK:
         _LOCK.release()
     if failure is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 import os
 
-__all__ = ["SEED_RANGE", "SeedLike", "derive_seed", "draw_fresh_seed", "resolve_seed"]
+__all__ = ["SEED_RANGE", "SeedLike", "derive_seed", "draw_fresh_seed", "resolve_seed", "seed_from_text"]
 
 #: Seeds used verbatim lie in ``range(0, 2**32)``, the range every RNG accepts.
 SEED_RANGE = 2**32
@@ -124,3 +124,26 @@ def resolve_seed(seed: object) -> int | None:
     if isinstance(seed, (str, bytes)):
         return derive_seed(seed)
     raise TypeError(f"seed must be {_ACCEPTED_SEEDS}, not {type(seed).__name__}")
+
+
+def seed_from_text(text: str) -> int:
+    """Resolve a seed given on a command line: decimal digits are an int, anything else a str.
+
+    Args:
+        text: The option's value.
+
+    Returns:
+        The effective seed.
+
+    Raises:
+        ValueError: If ``text`` is empty.
+    """
+    if not text:
+        raise ValueError("the seed must not be empty")
+    try:
+        value: int | str = int(text, 10)
+    except ValueError:
+        value = text
+    effective = resolve_seed(value)
+    assert effective is not None
+    return effective

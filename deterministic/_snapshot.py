@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from ._sources import SOURCES, AcceleratorSource, loaded_module, select_sources
+from ._sources import SOURCES, AcceleratorSource, loaded_module, restore_all, select_sources
 from ._sources._data import expect_fields, expect_int
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
@@ -285,18 +285,16 @@ def restore(state: RNGState, *, strict: bool = True) -> None:
         raise ValueError(
             "cannot restore: " + "; ".join(problems) + " (pass strict=False to restore what matches)"
         )
-    previous = [(source, source.capture()) for source, _ in plan]
-    installed: list[tuple[Source, Any]] = []
+    previous = {source: source.capture() for source, _ in plan}
+    installed: dict[Any, Any] = {}
     try:
-        for (source, new_state), saved in zip(plan, previous, strict=True):
-            installed.append(saved)
+        for source, new_state in plan:
+            installed[source] = previous[source]
             source.restore(new_state)
-    except BaseException:
-        for source, saved_state in reversed(installed):
-            try:
-                source.restore(saved_state)
-            except Exception as error:  # noqa: BLE001 - roll back every source first
-                warnings.warn(f"rolling back {source.name!r} failed: {error!r}", RuntimeWarning, stacklevel=2)
+    except BaseException as error:
+        failure = restore_all(installed)
+        if failure is not None and hasattr(error, "add_note"):
+            error.add_note(f"rolling back also failed: {failure!r}")
         raise
     if problems:
         warnings.warn("restore skipped: " + "; ".join(problems), RuntimeWarning, stacklevel=2)

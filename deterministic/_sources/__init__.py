@@ -3,7 +3,7 @@
 from ._accelerator import AcceleratorSource
 from ._custom import CustomSource
 from ._numpy import NumpySource
-from ._protocol import loaded_module, mark_imported
+from ._protocol import loaded_module, mark_imported, restore_all
 from ._python import PythonRandomSource
 from ._registry import SOURCES, register_source, select_sources, unregister_source
 from ._torch import TorchSource
@@ -23,6 +23,7 @@ __all__ = [
     "loaded_module",
     "mark_imported",
     "register_source",
+    "restore_all",
     "select_sources",
     "unregister_source",
 ]

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any, Protocol
 
-__all__ = ["Source", "loaded_module", "mark_imported"]
+__all__ = ["Source", "loaded_module", "mark_imported", "restore_all"]
 
 # Modules whose import hook has fired: their code has run to the end, although the
 # import system only clears ``__spec__._initializing`` after the hooks return.
@@ -43,6 +43,27 @@ def loaded_module(name: str) -> ModuleType | None:
     if getattr(getattr(module, "__spec__", None), "_initializing", False) and name not in _imported:
         return None
     return module
+
+
+def restore_all(saved: dict[Any, Any]) -> BaseException | None:
+    """Restore every saved source, last saved first, attempting each even if one fails.
+
+    Args:
+        saved: Sources (or flag settings) mapped to states from their ``capture``.
+
+    Returns:
+        The first failure (later ones attached as notes), or ``None``.
+    """
+    failure: BaseException | None = None
+    for source, state in reversed(saved.items()):
+        try:
+            source.restore(state)
+        except BaseException as error:  # noqa: BLE001 - every source must be attempted
+            if failure is None:
+                failure = error
+            elif hasattr(failure, "add_note"):
+                failure.add_note(f"restoring {source.name!r} also failed: {error!r}")
+    return failure
 
 
 if TYPE_CHECKING:
