@@ -250,6 +250,7 @@ def _close_out_of_order(index: int) -> None:
     """Remove a scope that is not innermost, handing its saved states to the scopes above."""
     scope = _STACK.pop(index)
     above = _STACK[index:]
+    unclaimed: dict[Part, Any] = {}
     for part, state in scope._saved.items():
         for later in above:
             if part in later._saved:
@@ -257,9 +258,10 @@ def _close_out_of_order(index: int) -> None:
                 later._saved[part] = state
                 break
         else:
-            part.restore(state)
-    if not _STACK:
-        _LOCK.release()
+            unclaimed[part] = state
+    failure = restore_all(unclaimed)
+    if failure is not None:
+        raise failure
 
 
 def suspend_above(scope: Scope) -> list[Scope]:
