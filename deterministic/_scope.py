@@ -7,13 +7,15 @@ ever stored on the configuration, so nesting, recursion and re-use are safe.
 
 from __future__ import annotations
 
-import _thread
 import os
 import sys
+import warnings
 
-from . import _lock
+from . import _collection
+from ._collection import pause_gc, resume_gc
 from ._flags import AlgorithmsMode, FlagSettings
 from ._imports import watch
+from ._lock import ScopeLock, ThreadToken, current_token, on_thread_end
 from ._seeds import SeedLike, derive_seed, draw_fresh_seed, resolve_seed
 from ._sources import SOURCES, mark_imported, restore_all, select_sources
 
@@ -30,12 +32,16 @@ if TYPE_CHECKING:
     #: Sources and the flag settings share one protocol; a scope calls them "parts".
     Part = Any
 
-__all__ = ["Scope", "close_scope", "deterministic", "open_scope"]
+__all__ = ["Busy", "Scope", "close_scope", "deterministic", "open_scope"]
 
-_LOCK = _lock.ScopeLock()
-# The active scopes, innermost last. Only the thread that owns _LOCK touches it; the
-# lock is held exactly while the stack is not empty.
+_LOCK = ScopeLock()
+# The active scopes, innermost last. Only the thread that owns _LOCK touches it; every
+# scope on it holds one count of the lock, and so does a scope being entered.
 _STACK: list[Scope] = []
+
+
+class Busy(Exception):  # noqa: N818 - a condition, not an error users see
+    """Another thread holds the scope lock and the caller asked not to wait."""
 
 
 class Scope:
@@ -113,24 +119,26 @@ class Scope:
         return f"<Scope seed={self.seed} of {self._config!r}>"
 
 
-def _current_owner() -> tuple[int, object]:
-    """Return (thread, asyncio task or None): what must match between entry and exit."""
+def _current_owner() -> tuple[ThreadToken, object]:
+    """Return (thread token, asyncio task or None): what must match between entry and exit."""
     asyncio = sys.modules.get("asyncio")
     task = None
     if asyncio is not None:
         loop = asyncio._get_running_loop()
         if loop is not None:
             task = asyncio.current_task(loop)
-    return (_thread.get_ident(), task)
+    return (current_token(), task)
 
 
-def _parts(config: deterministic) -> tuple[Part, ...]:
+def _parts(config: deterministic, exclude: frozenset[str] | None = None) -> tuple[Part, ...]:
     parts = config._parts
     if parts is None:
         # All sources: read the table at entry, so that later registrations count.
         parts = tuple(SOURCES.values())
         if config._flags.touches_anything:
             parts += (config._flags,)
+    if exclude:
+        parts = tuple(part for part in parts if getattr(part, "name", None) not in exclude)
     return parts
 
 
@@ -138,7 +146,10 @@ def open_scope(
     config: deterministic,
     seed: int | None = None,
     resume: dict[Part, Any] | None = None,
+    *,
     owner: object = None,
+    exclude: frozenset[str] | None = None,
+    blocking: bool = True,
 ) -> Scope:
     """Save every available part, then seed it (or resume saved states), and push the scope.
 
@@ -149,22 +160,32 @@ def open_scope(
         resume: States to install instead of seeding, for parts that have one; used
             when a generator resumes its own stream.
         owner: What :func:`close_scope` callers match the scope by.
+        exclude: Names of sources to leave alone in this entry.
+        blocking: Wait for another thread's scopes; if ``False``, raise :class:`Busy`.
 
     Returns:
         The new scope, now innermost.
+
+    Raises:
+        Busy: If ``blocking`` is false and another thread holds the scope lock.
     """
     if seed is None:
         seed = config._seed if config._seed is not None else draw_fresh_seed()
-    if _LOCK.owner != _thread.get_ident():
-        _LOCK.acquire()
+    token = current_token()
+    if blocking:
+        _LOCK.acquire(token)
+    elif not _LOCK.try_acquire(token):
+        raise Busy
+    paused = pause_gc(token)
     try:
         scope = Scope(config, seed, owner)
-        _start(scope, _parts(config), resume)
+        _start(scope, _parts(config, exclude), resume)
         _STACK.append(scope)
     except BaseException:
-        if not _STACK:
-            _LOCK.release()
+        _LOCK.release()
         raise
+    finally:
+        resume_gc(paused)
     return scope
 
 
@@ -212,6 +233,14 @@ def close_scope(scope: Scope, keep: bool = False) -> dict[Part, Any] | None:
             plain ``async with`` blocks in concurrent tasks do). Global state is still
             left as if both scopes had exited in order.
     """
+    paused = pause_gc(current_token())
+    try:
+        return _close(scope, keep)
+    finally:
+        resume_gc(paused)
+
+
+def _close(scope: Scope, keep: bool) -> dict[Part, Any] | None:
     if not _STACK or _STACK[-1] is not scope:
         _close_out_of_order(_find(scope))
         raise RuntimeError(
@@ -230,8 +259,7 @@ def close_scope(scope: Scope, keep: bool = False) -> dict[Part, Any] | None:
         failure = error
     _STACK.pop()
     restore_failure = restore_all(scope._saved)
-    if not _STACK:
-        _LOCK.release()
+    _LOCK.release()
     if failure is not None:
         raise failure
     if restore_failure is not None:
@@ -260,6 +288,7 @@ def _close_out_of_order(index: int) -> None:
         else:
             unclaimed[part] = state
     failure = restore_all(unclaimed)
+    _LOCK.release()
     if failure is not None:
         raise failure
 
@@ -279,6 +308,8 @@ def suspend_above(scope: Scope) -> list[Scope]:
     index = _find(scope)
     above = _STACK[index + 1 :]
     del _STACK[index + 1 :]
+    for _ in above:
+        _LOCK.release()  # the scope being stepped still holds a count
     return above
 
 
@@ -291,6 +322,7 @@ def resume_above(scopes: Sequence[Scope]) -> None:
     if scopes:
         owner = _current_owner()
         for scope in scopes:
+            _LOCK.acquire(owner[0])  # already held by this thread: only counts
             scope._owner = owner
         _STACK.extend(scopes)
 
@@ -303,7 +335,7 @@ def _engage_imported(module: str) -> None:
     could deadlock on the import lock).
     """
     mark_imported(module)
-    if _LOCK.owner != _thread.get_ident():
+    if _LOCK.owner is not current_token():
         return
     for scope in _STACK:
         for part in _parts(scope._config):
@@ -312,13 +344,46 @@ def _engage_imported(module: str) -> None:
                 part.seed(scope.seed)
 
 
+def _close_all(scopes: list[Scope]) -> BaseException | None:
+    """Restore what each scope saved, innermost first, skipping parts unusable here."""
+    failure = None
+    for scope in reversed(scopes):
+        usable = {part: state for part, state in scope._saved.items() if part.available()}
+        failure = failure or restore_all(usable)
+    return failure
+
+
+def _thread_ended(token: ThreadToken) -> None:
+    """Close the scopes of a thread that ended inside them, so their saved states are not lost."""
+    if sys.is_finalizing() or _LOCK.owner is not token:
+        return
+    scopes = list(_STACK)
+    _STACK.clear()
+    failure = _close_all(scopes)
+    _LOCK.release_all()
+    warnings.warn(
+        f"thread {token.name!r} ended with {len(scopes)} deterministic scope(s) still open; "
+        f"they were closed and the RNG states and flags they saved were restored"
+        + ("" if failure is None else f" except where restoring failed: {failure!r}"),
+        RuntimeWarning,
+        stacklevel=1,
+    )
+
+
+on_thread_end(_thread_ended)
+
+
 def _reset_after_fork() -> None:
-    # The forking thread is the only one left: scopes held by other threads can never
-    # exit, so drop them rather than deadlock the child's first scope.
-    global _LOCK
-    if _LOCK.owner is not None and _LOCK.owner != _thread.get_ident():
-        _LOCK = _lock.ScopeLock()
+    # Only the forking thread exists in the child. Scopes of another thread can never
+    # exit here, so the child continues from the states they saved, as if they had exited.
+    token = current_token()
+    if _LOCK.owner is not None and _LOCK.owner is not token:
+        scopes = list(_STACK)
         _STACK.clear()
+        _close_all(scopes)
+        _LOCK.reset()
+    if _collection.paused_by not in (None, token):
+        resume_gc(True)  # switched off by a thread of the parent that will never switch it on
 
 
 if hasattr(os, "register_at_fork"):
@@ -493,7 +558,7 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
 
     def _innermost_entry(self) -> Scope:
         owner = _current_owner()
-        if _LOCK.owner == owner[0]:
+        if _LOCK.owner is owner[0]:
             for scope in reversed(_STACK):
                 if scope._config is self and scope._owner == owner:
                     return scope

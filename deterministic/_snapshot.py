@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
+from ._collection import pause_gc, resume_gc
+from ._lock import current_token
 from ._sources import SOURCES, AcceleratorSource, loaded_module, restore_all, select_sources
+from ._sources._custom import is_plain_data
 from ._sources._data import expect_fields, expect_int
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
@@ -33,16 +37,23 @@ class RNGState:
     with ``torch.load(weights_only=True)``.
     """
 
-    __slots__ = ("_data", "_key")
+    __slots__ = ("_data", "_key", "_opaque")
     _data: dict[str, Any]
     _key: str
+    _opaque: frozenset[str]
 
     def __init__(self, data: dict[str, Any]) -> None:
-        """Wrap an already validated state dict; use :func:`snapshot` or :meth:`from_state_dict`."""
+        """Copy an already validated state dict; use :func:`snapshot` or :meth:`from_state_dict`."""
         import json  # noqa: PLC0415 - json is imported on first use to keep `import deterministic` fast
 
-        object.__setattr__(self, "_data", data)
+        # A deep copy: nothing the caller still holds can change what restore() installs.
+        object.__setattr__(self, "_data", json.loads(json.dumps(data)))
         object.__setattr__(self, "_key", json.dumps(data, sort_keys=True))
+        # Sources this process did not know when the snapshot was built: kept as opaque
+        # plain data, validated by their source (if registered by then) at restore().
+        object.__setattr__(
+            self, "_opaque", frozenset(name for name in data["sources"] if name not in SOURCES)
+        )
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("RNGState objects are immutable")
@@ -88,7 +99,11 @@ class RNGState:
     def from_state_dict(cls, state_dict: object) -> RNGState:
         """Validate a dict from :meth:`state_dict` and return the snapshot it describes.
 
-        Nothing in the dict is executed or imported, and no RNG is touched.
+        Nothing in the dict is executed or imported, and no RNG is touched. A source that
+        is not registered in this process is kept as opaque plain data, so a snapshot
+        round-trips through a process that lacks it; :func:`restore` deals with it. Torch
+        states are checked on a scratch generator when torch is installed (torch is
+        imported for that), so a state torch would refuse is refused here.
 
         Args:
             state_dict: The dict, for example from ``json.load`` or ``torch.load``.
@@ -98,7 +113,8 @@ class RNGState:
 
         Raises:
             ValueError: Naming the first invalid field: wrong type, wrong length, value
-                out of range, unknown source, or a format version this release does not read.
+                out of range, a state torch refuses, data of an unregistered source that is
+                not plain data, or a format version this release does not read.
         """
         data = expect_fields(state_dict, "state_dict", _KEYS)
         if data["format"] != FORMAT:
@@ -152,19 +168,27 @@ def _check_sources(sources: object, devices: object) -> tuple[dict[str, Any], di
         raise ValueError(f"state_dict.sources must be a dict, not {type(sources).__name__}")
     checked: dict[str, Any] = {}
     for name, source_data in sources.items():
-        source = SOURCES.get(name) if isinstance(name, str) else None
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"state_dict.sources has a key {name!r} that is not a source name")
+        source = SOURCES.get(name)
         if source is None or not hasattr(source, "check_data"):
-            raise ValueError(f"state_dict.sources has an unknown source {name!r}")
+            if not is_plain_data(source_data):
+                raise ValueError(
+                    f"state_dict.sources.{name} (a source not registered in this process) must be plain "
+                    f"data: dicts with str keys, lists, ints, floats, strs, bools and None"
+                )
+            checked[name] = source_data
+            continue
         checked[name] = source.check_data(source_data, f"state_dict.sources.{name}")
     checked_devices: dict[str, int] = {}
     for name, count in devices.items():
-        if name not in checked or not isinstance(SOURCES[name], AcceleratorSource):
+        if name not in checked or not isinstance(SOURCES.get(name), AcceleratorSource):
             raise ValueError(f"state_dict.devices names {name!r}, which has no device states")
         checked_devices[name] = expect_int(count, f"state_dict.devices.{name}", 0, 2**16)
         if len(checked[name]["devices"]) != count:
             raise ValueError(f"state_dict.sources.{name}.devices must have {count} entries")
     for name in checked:
-        if isinstance(SOURCES[name], AcceleratorSource) and name not in checked_devices:
+        if isinstance(SOURCES.get(name), AcceleratorSource) and name not in checked_devices:
             raise ValueError(f"state_dict.devices lacks {name!r}")
     return checked, checked_devices
 
@@ -205,7 +229,12 @@ def snapshot(sources: Iterable[str] | None = None) -> RNGState:
     for source in selected if selected is not None else tuple(SOURCES.values()):
         if not source.available() or not hasattr(source, "to_data"):
             continue
-        data = source.to_data(source.capture())
+        paused = pause_gc(current_token())  # see pause_gc: no finaliser inside get_state
+        try:
+            state = source.capture()
+        finally:
+            resume_gc(paused)
+        data = source.to_data(state)
         if data is None:  # an accelerator that is not initialised
             continue
         captured[source.name] = data
@@ -236,8 +265,14 @@ def _plan(state: RNGState, strict: bool) -> tuple[list[tuple[Source, Any]], list
         if strict:
             raise ValueError(f"cannot restore: {problems[-1]} (pass strict=False to restore anyway)")
     plan: list[tuple[Source, Any]] = []
-    for name, data in state._data["sources"].items():
-        source: Any = SOURCES[name]
+    for name, saved_data in state._data["sources"].items():
+        source: Any = SOURCES.get(name)
+        data = saved_data
+        if source is None:
+            problems.append(f"source {name!r} is not registered in this process")
+            continue
+        if name in state._opaque:  # registered since the snapshot was built: validate now
+            data = source.check_data(saved_data, f"state_dict.sources.{name}")
         if not source.available():
             problems.append(f"source {name!r} is not available in this process")
             continue
@@ -256,18 +291,33 @@ def _plan(state: RNGState, strict: bool) -> tuple[list[tuple[Source, Any]], list
     return plan, problems
 
 
+def _import_needed(state: RNGState) -> None:
+    """Import the modules the snapshot's sources live in, where installed (``numpy.random``, torch)."""
+    import importlib  # noqa: PLC0415 - only restoring needs it
+
+    for name in state._data["sources"]:
+        source = SOURCES.get(name)
+        module = getattr(source, "module", "")
+        if module and loaded_module(module) is None:
+            # Not installed here: the source stays unavailable, which _plan reports.
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+
+
 def restore(state: RNGState, *, strict: bool = True) -> None:
     """Install a snapshot, atomically.
 
     Everything is validated before anything changes; if installing fails part-way, what
-    was installed is rolled back. Accelerator states initialise their device if it is not
-    initialised yet (as restoring any device state must).
+    was installed is rolled back. The modules the snapshot's sources need are imported
+    first when installed (``numpy.random``, torch), so a fresh process can restore a
+    snapshot before it has drawn anything. Accelerator states initialise their device if
+    it is not initialised yet (as restoring any device state must).
 
     Args:
         state: The snapshot.
         strict: When ``True`` (the default), a source in the snapshot that is not
-            available here, a different device count, or a different rank or world size
-            is an error. When ``False``, what matches is restored (on a device-count
+            registered or not available here, a different device count, or a different
+            rank or world size is an error. When ``False``, what matches is restored (on a device-count
             mismatch, the devices both have) and a warning lists what was skipped.
 
     Raises:
@@ -280,21 +330,26 @@ def restore(state: RNGState, *, strict: bool = True) -> None:
             f"restore() takes an RNGState (from snapshot() or RNGState.from_state_dict()), "
             f"not {type(state).__name__}"
         )
+    _import_needed(state)
     plan, problems = _plan(state, strict)
     if problems and strict:
         raise ValueError(
             "cannot restore: " + "; ".join(problems) + " (pass strict=False to restore what matches)"
         )
-    previous = {source: source.capture() for source, _ in plan}
-    installed: dict[Any, Any] = {}
+    paused = pause_gc(current_token())  # see pause_gc: no finaliser inside get_state
     try:
-        for source, new_state in plan:
-            installed[source] = previous[source]
-            source.restore(new_state)
-    except BaseException as error:
-        failure = restore_all(installed)
-        if failure is not None and hasattr(error, "add_note"):
-            error.add_note(f"rolling back also failed: {failure!r}")
-        raise
+        previous = {source: source.capture() for source, _ in plan}
+        installed: dict[Any, Any] = {}
+        try:
+            for source, new_state in plan:
+                installed[source] = previous[source]
+                source.restore(new_state)
+        except BaseException as error:
+            failure = restore_all(installed)
+            if failure is not None and hasattr(error, "add_note"):
+                error.add_note(f"rolling back also failed: {failure!r}")
+            raise
+    finally:
+        resume_gc(paused)
     if problems:
         warnings.warn("restore skipped: " + "; ".join(problems), RuntimeWarning, stacklevel=2)

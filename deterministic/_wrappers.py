@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from ._scope import close_scope, deterministic, open_scope, resume_above, suspend_above
+from ._collection import collecting, torch_lock_may_be_held, watch_collections
+from ._scope import Busy, close_scope, deterministic, open_scope, resume_above, suspend_above
 from ._seeds import derive_seed
+from ._sources import SOURCES
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
 if TYPE_CHECKING:
@@ -39,17 +41,25 @@ class _Stream:
         self._states: dict[Part, Any] | None = None  # None until the first step seeds
         self._open_inside: list[Scope] = []
 
-    def step(self, advance: Callable[[Any], Any], value: Any) -> Any:
+    def step(
+        self,
+        advance: Callable[[Any], Any],
+        value: Any,
+        exclude: frozenset[str] | None = None,
+        blocking: bool = True,
+    ) -> Any:
         """Run one step of the wrapped iterator with its own stream swapped in.
 
         Args:
             advance: The iterator's ``send`` or ``throw``.
             value: What to send or throw.
+            exclude: Sources to leave alone in this step.
+            blocking: Wait for another thread's scopes (else :class:`Busy` is raised).
 
         Returns:
             What the step yielded.
         """
-        scope = open_scope(self._config, self._seed, self._states)
+        scope = open_scope(self._config, self._seed, self._states, exclude=exclude, blocking=blocking)
         if self._seed is None:
             self._seed = scope.seed  # a fresh seed is drawn once per call, not per step
         resume_above(self._open_inside)
@@ -62,6 +72,10 @@ class _Stream:
     def close(self, iterator: Any) -> None:
         """Close the wrapped iterator, running its cleanup in its own stream.
 
+        When the garbage collector closes an abandoned generator, this runs at an
+        arbitrary allocation of the thread that collects; see ``_collection`` for what
+        is done differently there.
+
         Args:
             iterator: The wrapped generator or awaitable iterator.
         """
@@ -69,12 +83,46 @@ class _Stream:
             # Never started (no code ran), or the interpreter is shutting down and
             # must not be asked to import or restore anything.
             iterator.close()
-        else:
-            self.step(lambda _: iterator.close(), None)
+            return
+
+        def finish(_: Any) -> None:
+            iterator.close()
+
+        if not collecting():
+            self.step(finish, None)
+            return
+        # torch's generator mutex may be held by the interrupted code: leave torch's
+        # sources out of this one swap (the cleanup cannot draw from them either).
+        exclude = _torch_sources() if torch_lock_may_be_held() else None
+        try:
+            self.step(finish, None, exclude=exclude, blocking=False)
+        except Busy:
+            import warnings  # noqa: PLC0415 - a rare path
+
+            warnings.warn(
+                "an abandoned @seeded generator or coroutine was closed by the garbage "
+                "collector while another thread held a deterministic scope; its cleanup "
+                "ran outside its own stream (close such generators explicitly, or use "
+                "contextlib.closing)",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+            iterator.close()
 
 
-def _drive(stream: _Stream, iterator: Any) -> Generator[Any, Any, Any]:
-    """Forward ``next``/``send``/``throw``/``close`` to ``iterator``, one scope per step."""
+def _torch_sources() -> frozenset[str]:
+    return frozenset(name for name, source in SOURCES.items() if source.module == "torch")
+
+
+def _drive(stream: _Stream, box: list[Any]) -> Generator[Any, Any, Any]:
+    """Forward ``next``/``send``/``throw``/``close`` to the iterator in ``box``, one scope per step.
+
+    The iterator comes in a box so that callers can create this generator *before* the
+    wrapped one: the garbage collector finalises a dead cycle's objects in allocation
+    order, and this generator must be finalised first to close the wrapped one in its
+    own stream (the wrapped one's own finaliser then finds it closed).
+    """
+    iterator = box.pop()
     try:
         value = stream.step(iterator.send, None)
     except StopIteration as stop:
@@ -105,14 +153,17 @@ class _Steps:
         self._iterator = awaitable.__await__()
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        return _drive(self._stream, self._iterator)
+        return _drive(self._stream, [self._iterator])
 
 
-async def _run_coroutine(stream: _Stream, coroutine: Coroutine[Any, Any, Any]) -> Any:
-    return await _Steps(stream, coroutine)
+async def _run_coroutine(stream: _Stream, box: list[Coroutine[Any, Any, Any]]) -> Any:
+    return await _Steps(stream, box.pop())
 
 
-async def _run_async_generator(stream: _Stream, agen: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
+async def _run_async_generator(
+    stream: _Stream, box: list[AsyncGenerator[Any, Any]]
+) -> AsyncGenerator[Any, Any]:
+    agen = box.pop()
     advance: Callable[[Any], Any] = agen.asend
     argument: Any = None
     while True:
@@ -145,23 +196,39 @@ def _function_wrapper(config: deterministic) -> Callable[..., Any]:
     return call
 
 
+# Each wrapper creates its driving object before calling the wrapped function: see _drive.
+
+
 def _generator_wrapper(config: deterministic) -> Callable[..., Any]:
     def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        return _drive(_Stream(config), wrapped(*args, **kwargs))
+        box: list[Any] = []
+        driver = _drive(_Stream(config), box)
+        box.append(wrapped(*args, **kwargs))
+        return driver
 
     return call
 
 
 def _coroutine_wrapper(config: deterministic) -> Callable[..., Any]:
     def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        return _run_coroutine(_Stream(config), wrapped(*args, **kwargs))
+        box: list[Any] = []
+        driver = _run_coroutine(_Stream(config), box)
+        try:
+            box.append(wrapped(*args, **kwargs))
+        except BaseException:
+            driver.close()  # never awaited, and no need to warn about it
+            raise
+        return driver
 
     return call
 
 
 def _async_generator_wrapper(config: deterministic) -> Callable[..., Any]:
     def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        return _run_async_generator(_Stream(config), wrapped(*args, **kwargs))
+        box: list[Any] = []
+        driver = _run_async_generator(_Stream(config), box)
+        box.append(wrapped(*args, **kwargs))
+        return driver
 
     return call
 
@@ -200,13 +267,16 @@ def decorate(config: deterministic, wrapped: _F) -> _F:
             f"can only decorate functions, methods, generators and coroutines, not {type(wrapped).__name__}"
         )
     if inspect.isasyncgenfunction(target):
-        wrapper = _async_generator_wrapper(config)
+        make = _async_generator_wrapper
     elif inspect.iscoroutinefunction(target):
-        wrapper = _coroutine_wrapper(config)
+        make = _coroutine_wrapper
     elif inspect.isgeneratorfunction(target):
-        wrapper = _generator_wrapper(config)
+        make = _generator_wrapper
     else:
-        wrapper = _function_wrapper(config)
+        make = _function_wrapper
+    if make is not _function_wrapper:
+        watch_collections()  # what they return can be closed by the garbage collector
+    wrapper = make(config)
     # wrapt imports asyncio; importing it here keeps `import deterministic` light.
     import wrapt  # noqa: PLC0415
 
@@ -228,7 +298,7 @@ if TYPE_CHECKING:
 
     @overload
     def seeded(
-        wrapped: int | str | bytes | None = None,
+        wrapped: int | str | bytes | None = ...,
         /,
         *,
         seed: Any = _UNSET,
@@ -241,15 +311,17 @@ if TYPE_CHECKING:
     ) -> Callable[[_F], _F]: ...
 
 
-def seeded(wrapped: Any = None, /, *, seed: Any = _UNSET, **keywords: Any) -> Any:
+def seeded(wrapped: Any = _UNSET, /, *, seed: Any = _UNSET, **keywords: Any) -> Any:
     """Run each call of the decorated function in a fresh ``deterministic`` scope.
 
     Forms: ``@seeded``, ``@seeded()``, ``@seeded(42)``, ``@seeded(seed=42, **keywords)``.
     Without a seed the seed is :func:`derive_seed` of ``"seeded"``, the function's
     module and its qualified name: every call gives the same result, two functions get
-    different streams, and the value is stable across processes. ``seed=None`` draws a
-    fresh seed per call. Generators, coroutines and async generators keep their own
-    stream across suspensions. Place it outside ``@classmethod``/``@staticmethod``.
+    different streams, and the value is stable across processes. A seed of ``None``,
+    given either way (``@seeded(None)`` or ``@seeded(seed=None)``), draws a fresh seed
+    per call, as ``@deterministic(None)`` does, and logs it. Generators, coroutines and
+    async generators keep their own stream across suspensions. Place it outside
+    ``@classmethod``/``@staticmethod``.
 
     Args:
         wrapped: The function, or a seed when used as ``@seeded(42)``.
@@ -264,10 +336,10 @@ def seeded(wrapped: Any = None, /, *, seed: Any = _UNSET, **keywords: Any) -> An
             decorating a class.
         ValueError: For an unknown source name or algorithms mode.
     """
-    if wrapped is not None and (callable(wrapped) or isinstance(wrapped, (classmethod, staticmethod))):
+    if callable(wrapped) or isinstance(wrapped, (classmethod, staticmethod)):
         config_seed = _name_seed(wrapped) if seed is _UNSET else seed
         return decorate(deterministic(config_seed, **keywords), wrapped)
-    if wrapped is not None:
+    if wrapped is not _UNSET:
         if seed is not _UNSET:
             raise TypeError("seeded() got the seed both positionally and as seed=")
         seed = wrapped

@@ -120,7 +120,7 @@ def no_leaks() -> Iterator[None]:
     _put_back(saved_random, saved_numpy, saved_torch, saved_flags)
     if leaked_scopes:
         _scope._STACK.clear()
-        _scope._LOCK.release()
+        _scope._LOCK.release_all()
         pytest.fail(f"test left scopes open: {leaked_scopes}")
     assert after == before, "test leaked global RNG state or determinism flags"
 

@@ -17,9 +17,10 @@ SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
 DRAWS = st.integers(min_value=0, max_value=700)  # past 624 forces a twist of the state
 
 
-def numpy_public() -> tuple[object, ...]:
-    name, key, pos, has_gauss, gauss = np.random.get_state()
-    return (name, key.tolist(), pos, has_gauss, gauss)
+def numpy_public() -> dict[str, object]:
+    state = np.random.get_state(legacy=False)
+    state["state"] = {"key": state["state"]["key"].tolist(), "pos": state["state"]["pos"]}
+    return state
 
 
 def test_fast_paths_found_on_this_interpreter() -> None:

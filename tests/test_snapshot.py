@@ -139,8 +139,8 @@ def _mutations() -> list[tuple[str, Any]]:
     def newer(d: dict[str, Any]) -> None:
         d["version"] = FORMAT_VERSION + 1
 
-    def unknown_source(d: dict[str, Any]) -> None:
-        d["sources"]["cupy"] = {}
+    def unknown_source_not_plain(d: dict[str, Any]) -> None:
+        d["sources"]["cupy"] = {"state": (1, 2)}
 
     def extra_key(d: dict[str, Any]) -> None:
         d["extra"] = 1
@@ -152,7 +152,7 @@ def _mutations() -> list[tuple[str, Any]]:
         d["rank"] = 0
 
     mutations = [truncated, float_word, big_word, negative_pos, bad_index, string_gauss, newer]
-    mutations += [unknown_source, extra_key, bool_pos, rank_without_world]
+    mutations += [unknown_source_not_plain, extra_key, bool_pos, rank_without_world]
     if torch is not None:
 
         def bad_hex(d: dict[str, Any]) -> None:
@@ -191,20 +191,18 @@ def test_random_documents_rejected(document: object) -> None:
     assert full_state() == before
 
 
-def test_wrong_size_torch_state_is_atomic() -> None:
-    """A torch state of the wrong size fails before any source changes."""
+def test_wrong_size_torch_state_is_refused_when_loading() -> None:
+    """A torch state of the wrong size is a ValueError naming the field at from_state_dict."""
     if torch is None:
         pytest.skip("torch is not installed")
     with outside_state_restored():
         np.random.rand()
         data = snapshot().state_dict()
-        data["sources"]["torch"]["state"] = "00" * 10
-        data["sources"]["random"]["state"] = [0] * 624 + [624]
-        state = RNGState.from_state_dict(data)
-        before = full_state()
-        with pytest.raises(ValueError, match="torch.state has 10 bytes"):
-            restore(state)
-        assert full_state() == before
+    data["sources"]["torch"]["state"] = "00" * 10
+    before = full_state()
+    with pytest.raises(ValueError, match=r"state_dict\.sources\.torch\.state has 10 bytes"):
+        RNGState.from_state_dict(data)
+    assert full_state() == before
 
 
 def test_failed_install_rolls_back(monkeypatch: pytest.MonkeyPatch) -> None:

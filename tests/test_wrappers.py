@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import random
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,8 +47,8 @@ def test_different_functions_get_different_streams() -> None:
 
 @pytest.mark.parametrize(
     "decorator",
-    [seeded(5), seeded(seed=5), deterministic(5), seeded(None, seed=5)],
-    ids=["positional", "keyword", "deterministic", "none-then-keyword"],
+    [seeded(5), seeded(seed=5), deterministic(5)],
+    ids=["positional", "keyword", "deterministic"],
 )
 def test_explicit_seed_forms(decorator: object) -> None:
     """@seeded(5), @seeded(seed=5) and @deterministic(5) all run calls seeded with 5."""
@@ -70,14 +71,31 @@ def test_seeded_empty_call_equals_bare() -> None:
     assert seeded()(sample)() == seeded(sample)()
 
 
-def test_seed_none_draws_fresh_per_call() -> None:
-    """@seeded(seed=None) draws a fresh seed on every call."""
+@pytest.mark.parametrize(
+    "decorator",
+    [seeded(None), seeded(seed=None), deterministic(None)],
+    ids=["positional", "keyword", "config"],
+)
+def test_seed_none_draws_fresh_per_call(decorator: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """@seeded(None), @seeded(seed=None) and @deterministic(None) all draw a fresh, logged seed per call."""
 
-    @seeded(seed=None)
+    @decorator  # type: ignore[misc]
     def sample() -> float:
         return random.random()
 
-    assert len({sample() for _ in range(5)}) == 5
+    before = full_state()
+    with caplog.at_level("INFO", logger="deterministic"):
+        values = [sample() for _ in range(5)]
+    assert full_state() == before
+    assert len(set(values)) == 5
+    logged = [record.getMessage() for record in caplog.records if record.name == "deterministic"]
+    assert len(logged) == 5
+
+
+def test_seed_given_twice_is_type_error() -> None:
+    """@seeded(None, seed=5) gives the seed twice and is refused."""
+    with pytest.raises(TypeError, match="both positionally and as seed="):
+        seeded(None, seed=5)
 
 
 def test_seeded_validates_at_decoration() -> None:

@@ -104,12 +104,15 @@ def expect_words(value: object, field: str, length: int) -> list[int]:
 def expect_hex(value: object, field: str) -> str:
     """Check that ``value`` is a non-empty hexadecimal string of whole bytes.
 
+    Upper case and whitespace between bytes (which ``bytes.fromhex`` allows) are
+    accepted and normalised away, so that equal states compare equal.
+
     Args:
         value: The value to check.
         field: Its path in the state dict.
 
     Returns:
-        ``value``.
+        The canonical form: lower-case hex digits, no whitespace.
 
     Raises:
         ValueError: If it is not.
@@ -122,4 +125,4 @@ def expect_hex(value: object, field: str) -> str:
         raise ValueError(f"{field} is not a valid hex string") from None
     if not decoded:
         raise ValueError(f"{field} must not be empty")
-    return value
+    return decoded.hex()

@@ -1,14 +1,13 @@
-"""Python's ``random`` module-level generator."""
+"""Python's ``random`` module-level generator (``random._inst``)."""
 
 from __future__ import annotations
 
 import sys
 
-from ._data import expect_fields, expect_float, expect_int, expect_words
+from ._data import expect_fields, expect_int, expect_words
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
 if TYPE_CHECKING:
-    from types import ModuleType
     from typing import Any
 
     from ._layout import RandomLayout
@@ -22,8 +21,11 @@ _SEED_CACHE_SIZE = 64
 class PythonRandomSource:
     """The generator behind ``random.random()`` and friends; its state includes ``gauss_next``.
 
-    States are byte copies of the generator's C struct when that layout could be verified
-    (see ``_layout``), else ``random.getstate()`` tuples; :meth:`public_state` converts.
+    The source works on whatever object ``random._inst`` is at each use, and a state
+    names the object it was taken from: restoring it puts that object back as
+    ``random._inst`` if it was replaced, then installs its state. States hold byte copies
+    of the generator's C struct when the object is exactly the type whose layout was
+    verified (see ``_layout``), else ``getstate()`` tuples; :meth:`public_state` converts.
     """
 
     name = "random"
@@ -33,10 +35,11 @@ class PythonRandomSource:
         self._layout: RandomLayout | None = _UNPROBED
         # Seeding runs init_by_array in Python-visible steps (~6 us); the state a seed
         # produces never changes, so recent seeds keep a byte copy to install instead.
-        self._seeded: dict[int, Any] = {}
+        # The bytes are a pure function of the seed, valid for any object the layout fits.
+        self._seeded: dict[int, bytes] = {}
 
     @staticmethod
-    def _random() -> ModuleType:
+    def _random() -> Any:
         module = sys.modules.get("random")
         if module is not None:
             return module
@@ -51,43 +54,60 @@ class PythonRandomSource:
             self._layout = find_random_layout(self._random())
         return self._layout
 
+    def forget_layout(self) -> None:
+        """Look for the layout again at next use (after the fast-path switch changed)."""
+        self._layout = _UNPROBED
+        self._seeded.clear()
+
     def available(self) -> bool:
         """Return ``True``: ``random`` is always importable."""
         return True
 
     def capture(self) -> Any:
-        """Return the full state, including the cached Gaussian."""
+        """Return ``(generator, struct bytes or None, gauss_next or getstate())``."""
         layout = self._resolve()
-        random = self._random()
-        return random.getstate() if layout is None else layout.capture(random._inst)
+        generator: Any = self._random()._inst
+        if layout is not None and type(generator) is layout.kind:
+            return (generator, layout.read(generator), generator.gauss_next)
+        return (generator, None, generator.getstate())
 
     def seed(self, seed: int) -> None:
-        """Call ``random.seed(seed)``, which also clears the cached Gaussian."""
+        """Seed ``random._inst`` as ``random.seed(seed)`` does, which also clears the cached Gaussian."""
         layout = self._resolve()
-        random = self._random()
-        if layout is None:
-            random.seed(seed)
+        generator: Any = self._random()._inst
+        if layout is None or type(generator) is not layout.kind:
+            generator.seed(seed)
             return
-        state = self._seeded.get(seed)
-        if state is None:
-            random.seed(seed)
+        raw = self._seeded.get(seed)
+        if raw is None:
+            generator.seed(seed)
             if len(self._seeded) >= _SEED_CACHE_SIZE:
                 self._seeded.clear()
-            self._seeded[seed] = layout.capture(random._inst)
+            self._seeded[seed] = layout.read(generator)
         else:
-            layout.restore(random._inst, state)
+            layout.write(generator, raw)
+            generator.gauss_next = None
 
     def restore(self, state: Any) -> None:
-        """Install a state from :meth:`capture`."""
+        """Put the captured generator back as ``random._inst`` if it was replaced, and install its state."""
+        generator, raw, rest = state
         random = self._random()
-        if len(state) == 2:
-            self._layout.restore(random._inst, state)  # type: ignore[union-attr]
-        else:
-            random.setstate(state)
+        if random._inst is not generator:
+            random._inst = generator
+        if raw is None:
+            generator.setstate(rest)
+            return
+        layout = self._layout
+        if layout is not None and type(generator) is layout.kind:
+            layout.write(generator, raw)
+            generator.gauss_next = rest
+        else:  # its type changed since the capture (``__class__`` assignment)
+            generator.setstate(_public(raw, rest))
 
     def public_state(self, state: Any) -> Any:
         """Return a captured state in the form of ``random.getstate()``."""
-        return self._layout.public(state) if len(state) == 2 else state  # type: ignore[union-attr]
+        _, raw, rest = state
+        return rest if raw is None else _public(raw, rest)
 
     def to_data(self, state: Any) -> dict[str, Any]:
         """Return a captured state as plain data: ``{"version", "state", "gauss_next"}``."""
@@ -95,14 +115,29 @@ class PythonRandomSource:
         return {"version": version, "state": list(internal), "gauss_next": gauss_next}
 
     def check_data(self, data: object, field: str) -> dict[str, Any]:
-        """Validate plain data from :meth:`to_data` (see ``Source.check_data``)."""
+        """Validate plain data from :meth:`to_data` (see ``Source.check_data``).
+
+        ``gauss_next`` may be a float, ``None`` or an int: ``random.setstate`` accepts
+        all three, so a snapshot of any state Python allows round-trips.
+        """
         fields = expect_fields(data, field, ("version", "state", "gauss_next"))
         expect_int(fields["version"], f"{field}.version", 3, 3)
         words = expect_words(fields["state"], f"{field}.state", 625)
         expect_int(words[-1], f"{field}.state[624]", 0, 624)  # the position in the key
-        gauss_next = expect_float(fields["gauss_next"], f"{field}.gauss_next", allow_none=True)
+        gauss_next = fields["gauss_next"]
+        if gauss_next is not None and (type(gauss_next) not in (int, float)):
+            raise ValueError(
+                f"{field}.gauss_next must be a float, an int or None, not {type(gauss_next).__name__}"
+            )
         return {"version": 3, "state": words, "gauss_next": gauss_next}
 
     def from_data(self, data: dict[str, Any]) -> Any:
-        """Return a state for :meth:`restore` from validated plain data."""
-        return (data["version"], tuple(data["state"]), data["gauss_next"])
+        """Return a state for :meth:`restore` (into the current ``random._inst``) from validated data."""
+        generator: Any = self._random()._inst
+        return (generator, None, (data["version"], tuple(data["state"]), data["gauss_next"]))
+
+
+def _public(raw: bytes, gauss_next: Any) -> tuple[Any, ...]:
+    from ._layout import RandomLayout  # noqa: PLC0415 - only reached once a layout was found
+
+    return RandomLayout.public(raw, gauss_next)

@@ -44,9 +44,28 @@ class TorchSource:
         return {"state": bytes(state.tolist()).hex()}
 
     def check_data(self, data: object, field: str) -> dict[str, Any]:
-        """Validate plain data from :meth:`to_data` (see ``Source.check_data``)."""
+        """Validate plain data from :meth:`to_data` (see ``Source.check_data``).
+
+        Where torch is installed, the state is also installed on a scratch
+        ``torch.Generator`` (never the default one), so that a state torch refuses
+        (wrong size, not a valid Mersenne Twister state) is refused here, naming the field.
+        """
         fields = expect_fields(data, field, ("state",))
-        return {"state": expect_hex(fields["state"], f"{field}.state")}
+        state = expect_hex(fields["state"], f"{field}.state")
+        torch = _torch_if_installed()
+        if torch is not None:
+            raw = bytes.fromhex(state)
+            scratch = torch.Generator()
+            size = scratch.get_state().numel()
+            if len(raw) != size:
+                raise ValueError(
+                    f"{field}.state has {len(raw)} bytes; this torch's CPU generator state has {size}"
+                )
+            try:
+                scratch.set_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+            except RuntimeError as error:
+                raise ValueError(f"{field}.state is not a state torch accepts: {error}") from None
+        return {"state": state}
 
     def from_data(self, data: dict[str, Any]) -> Any:
         """Return a state for :meth:`restore` from validated plain data.
@@ -58,6 +77,20 @@ class TorchSource:
         return _tensor_like(
             torch, bytes.fromhex(data["state"]), torch.default_generator.get_state(), "torch.state"
         )
+
+
+def _torch_if_installed() -> Any:
+    """Return torch, importing it if it is installed but not imported yet; else ``None``."""
+    torch = loaded_module("torch")
+    if torch is not None:
+        return torch
+    import importlib.util  # noqa: PLC0415 - only validation of torch states needs it
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch  # noqa: PLC0415 - the snapshot holds torch state, so restore needs torch anyway
+
+    return torch
 
 
 def _tensor_like(torch: Any, raw: bytes, current: Any, field: str) -> Any:
