@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
+import subprocess
+import sys
+import textwrap
+import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +18,7 @@ from conftest import classic_recipe, draws, full_state, outside_state_restored
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deterministic import deterministic
+from deterministic import RNGState, deterministic, restore, snapshot
 from deterministic._sources import SOURCES, NumpySource, PythonRandomSource
 
 SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
@@ -102,3 +110,142 @@ def test_scope_on_slow_paths(slow_paths: None) -> None:
     with outside_state_restored():
         classic_recipe(31)
         assert draws() == scoped
+
+
+BIT_GENERATORS = ["PCG64", "PCG64DXSM", "Philox", "SFC64"]
+
+
+def numpy_legacy_free_state() -> Any:
+    """The global generator's full state, arrays as lists (no legacy warnings for any bit generator)."""
+    state = np.random.get_state(legacy=False)
+    return json.loads(json.dumps(state, default=lambda array: array.tolist()))
+
+
+@contextlib.contextmanager
+def global_bit_generator(bit_generator: Any) -> Iterator[None]:
+    """Install a bit generator behind np.random for the block, then put the original back."""
+    original = np.random.get_bit_generator()
+    np.random.set_bit_generator(bit_generator)
+    try:
+        yield
+    finally:
+        np.random.set_bit_generator(original)
+
+
+def test_set_bit_generator_after_fast_path_writes_nothing_stray() -> None:
+    """After np.random.set_bit_generator, scopes never write MT19937 bytes over other objects (no crash)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import numpy as np
+                from deterministic import RNGState, deterministic, restore, snapshot
+                with deterministic(0):  # the fast path is set up for the MT19937 global
+                    np.random.rand()
+                pcg = np.random.PCG64(1)
+                bystanders = [np.random.PCG64(i) for i in range(40)]  # likely next to it in memory
+                np.random.set_bit_generator(pcg)
+                expected = pcg.state
+                for round in range(500):
+                    with deterministic(round):
+                        np.random.rand(3)
+                        for bystander in bystanders:
+                            bystander.random_raw()  # changes while the scope is open
+                        states = [b.state for b in bystanders]
+                    assert [b.state for b in bystanders] == states, "a bystander generator was reverted"
+                    [bytearray(160) for _ in range(20)]  # allocation churn around the PCG64 object
+                assert np.random.get_bit_generator() is pcg
+                assert pcg.state == expected, "the global PCG64 was not restored"
+                print("ok")
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ok"]
+
+
+@pytest.mark.parametrize("name", BIT_GENERATORS)
+def test_scope_with_other_global_bit_generator(name: str) -> None:
+    """A global non-MT19937 generator is seeded as type(X)(seed), restored exactly, snapshotted, no warnings."""
+    kind = getattr(np.random, name)
+    with global_bit_generator(kind(1)), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.random.standard_normal()  # leave a cached Gaussian, which must come back too
+        before = numpy_legacy_free_state()
+        with deterministic(42):
+            scoped = np.random.standard_normal(4).tolist()
+            inside = snapshot(sources=("numpy",))
+        assert numpy_legacy_free_state() == before
+        assert scoped == np.random.RandomState(kind(42)).standard_normal(4).tolist()
+        data = json.loads(json.dumps(inside.state_dict()))
+        assert data["sources"]["numpy"]["bit_generator"] == name
+        restored = RNGState.from_state_dict(data)
+        with deterministic(42):
+            np.random.standard_normal(4)
+            expected = np.random.standard_normal(3).tolist()
+        restore(restored)
+        assert np.random.standard_normal(3).tolist() == expected
+
+
+def test_snapshot_restores_the_bit_generator_kind() -> None:
+    """Restoring a PCG64 snapshot where the global draws from MT19937 installs a PCG64 with that state."""
+    original = np.random.get_bit_generator()
+    with global_bit_generator(np.random.PCG64(5)):
+        np.random.rand()
+        state = snapshot(sources=("numpy",))
+        expected = np.random.rand(3).tolist()
+    with outside_state_restored():
+        try:
+            restore(RNGState.from_state_dict(json.loads(json.dumps(state.state_dict()))))
+            assert type(np.random.get_bit_generator()) is np.random.PCG64
+            assert np.random.rand(3).tolist() == expected
+        finally:
+            np.random.set_bit_generator(original)
+
+
+def test_replaced_random_inst_is_seeded_and_restored() -> None:
+    """After random._inst is replaced, scopes seed and restore the new object, never the old one."""
+    original = random._inst  # type: ignore[attr-defined]
+    old_state = original.getstate()
+    replacement = random.Random(5)
+    replacement.random()
+    replacement.gauss(0, 1)
+    random._inst = replacement  # type: ignore[attr-defined]
+    try:
+        for _ in range(3):  # the second entry is served from the seed cache
+            before = replacement.getstate()
+            with deterministic(8):
+                assert replacement.getstate() == random.Random(8).getstate()
+                replacement.random()
+            assert replacement.getstate() == before
+            assert random._inst is replacement  # type: ignore[attr-defined]
+        assert original.getstate() == old_state
+
+        class Subclass(random.Random):
+            pass
+
+        special = Subclass(3)
+        random._inst = special  # type: ignore[attr-defined]
+        before = special.getstate()
+        with deterministic(8):
+            assert special.getstate() == random.Random(8).getstate()
+        assert special.getstate() == before
+        assert original.getstate() == old_state
+    finally:
+        random._inst = original  # type: ignore[attr-defined]
+
+
+def test_replacing_random_inst_inside_a_scope_is_undone() -> None:
+    """random._inst replaced inside a scope is put back, with its saved state, on exit."""
+    original = random._inst  # type: ignore[attr-defined]
+    before = full_state()
+    with deterministic(2):
+        random._inst = random.Random(1)  # type: ignore[attr-defined]
+    assert random._inst is original  # type: ignore[attr-defined]
+    assert full_state() == before

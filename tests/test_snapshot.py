@@ -347,3 +347,126 @@ def test_real_gpu_device_states_round_trip() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True True"
+
+
+def test_snapshot_with_a_source_this_process_lacks() -> None:
+    """A snapshot naming an unregistered source loads; strict restore refuses it, lenient restores the rest."""
+    from deterministic import register_source, unregister_source
+
+    box = {"state": [1, 2]}
+    register_source("counter", lambda: list(box["state"]), lambda s: None, lambda s: box.update(state=s))
+    try:
+        data = snapshot(sources=("random", "counter")).state_dict()
+    finally:
+        unregister_source("counter")
+    loaded = RNGState.from_state_dict(json.loads(json.dumps(data)))
+    assert loaded.state_dict() == data  # kept as opaque plain data: it round-trips
+    assert "counter" in loaded.sources
+    before = full_state()
+    with pytest.raises(ValueError, match="'counter' is not registered"):
+        restore(loaded)
+    assert full_state() == before
+    with outside_state_restored():
+        random.random()
+        with pytest.warns(RuntimeWarning, match="'counter' is not registered"):
+            restore(loaded, strict=False)
+        assert snapshot(sources=("random",)).state_dict()["sources"]["random"] == data["sources"]["random"]
+    # Registered again later: validated and installed at restore.
+    register_source("counter", lambda: list(box["state"]), lambda s: None, lambda s: box.update(state=s))
+    try:
+        box["state"] = [9]
+        with outside_state_restored():
+            restore(loaded)
+        assert box["state"] == [1, 2]
+    finally:
+        unregister_source("counter")
+
+
+def test_snapshot_is_immutable_after_from_state_dict() -> None:
+    """Mutating the dict given to from_state_dict changes neither the snapshot nor what restore installs."""
+    from deterministic import register_source, unregister_source
+
+    box: dict[str, Any] = {"state": {"values": [1, 2]}}
+    register_source("nested", lambda: box["state"], lambda s: None, lambda s: box.update(state=s))
+    try:
+        data = snapshot(sources=("nested",)).state_dict()
+        loaded = RNGState.from_state_dict(data)
+        key = hash(loaded)
+        data["sources"]["nested"]["state"]["values"].append(3)
+        assert loaded.state_dict()["sources"]["nested"]["state"] == {"values": [1, 2]}
+        assert hash(loaded) == key
+        box["state"] = {"values": []}
+        restore(loaded)
+        assert box["state"] == {"values": [1, 2]}
+    finally:
+        unregister_source("nested")
+
+
+def test_fresh_process_restores_numpy_before_numpy_random_is_imported(tmp_path: Any) -> None:
+    """restore() imports numpy.random (and torch) when the snapshot needs them, as a resumed run expects."""
+    import subprocess
+    import sys
+    import textwrap
+
+    with outside_state_restored():
+        np.random.rand()
+        state = snapshot()
+        expected = (np.random.rand(3).tolist(), random.random())
+    path = tmp_path / "rng.json"
+    path.write_text(json.dumps(state.state_dict()))
+    code = f"""
+        import json, random, sys
+        import numpy
+        {"import torch" if torch is not None else ""}
+        from deterministic import RNGState, restore
+        print("numpy.random" in sys.modules)
+        restore(RNGState.from_state_dict(json.loads(open({str(path)!r}).read())))
+        import numpy.random
+        print(json.dumps([numpy.random.rand(3).tolist(), random.random()]))
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    loaded_before, draws_after = result.stdout.splitlines()
+    assert loaded_before == "False"  # the situation of a resumed run: nothing drew from NumPy yet
+    assert tuple(json.loads(draws_after)) == expected
+
+
+def test_int_gauss_next_round_trips() -> None:
+    """An int gauss_next (which random.setstate accepts) survives a snapshot round trip."""
+    with outside_state_restored():
+        version, internal, _ = random.getstate()
+        random.setstate((version, internal, 5))
+        data = json.loads(json.dumps(snapshot(sources=("random",)).state_dict()))
+        assert data["sources"]["random"]["gauss_next"] == 5
+        random.random()
+        restore(RNGState.from_state_dict(data))
+        assert random.getstate()[2] == 5
+        assert random.gauss(0, 1) == 5
+
+
+@pytest.mark.torch
+def test_invalid_torch_bytes_are_refused_when_loading() -> None:
+    """Torch state bytes of the right length that torch refuses are a ValueError at from_state_dict."""
+    if torch is None:
+        pytest.skip("torch is not installed")
+    data = snapshot(sources=("torch",)).state_dict()
+    size = len(bytes.fromhex(data["sources"]["torch"]["state"]))
+    data["sources"]["torch"]["state"] = "00" * size
+    before = full_state()
+    with pytest.raises(ValueError, match=r"state_dict\.sources\.torch\.state is not a state torch accepts"):
+        RNGState.from_state_dict(data)
+    assert full_state() == before
+
+
+@pytest.mark.torch
+def test_hex_with_whitespace_and_upper_case_is_normalised() -> None:
+    """Hex with whitespace or upper case loads to the same snapshot as its canonical form."""
+    if torch is None:
+        pytest.skip("torch is not installed")
+    data = snapshot(sources=("torch",)).state_dict()
+    canonical = RNGState.from_state_dict(data)
+    text = data["sources"]["torch"]["state"]
+    data["sources"]["torch"]["state"] = " ".join(text[i : i + 2] for i in range(0, len(text), 2)).upper()
+    assert RNGState.from_state_dict(data) == canonical

@@ -100,3 +100,107 @@ def test_long_wait_warns_naming_holder(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(caught) == 1
     assert "'holder-thread'" in caught[0] and "'waiter-thread'" in caught[0]
     assert full_state() == before
+
+
+def test_thread_ending_inside_a_scope_is_reported_and_restored() -> None:
+    """A thread that ends with a scope open gets a warning naming it, its saved states come back, the lock frees."""
+    import warnings
+
+    from deterministic import _scope
+
+    before = full_state()
+
+    def leave_open() -> None:
+        deterministic(3).__enter__()
+        draws()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        thread = threading.Thread(target=leave_open, name="leaky-worker")
+        thread.start()
+        thread.join()
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert any("'leaky-worker' ended with 1 deterministic scope(s) still open" in m for m in messages)
+    assert full_state() == before
+    assert _scope._LOCK.owner is None
+    assert _scope._STACK == []
+    entered = threading.Event()
+
+    def enter_quickly() -> None:
+        with deterministic(4):
+            entered.set()
+
+    other = threading.Thread(target=enter_quickly)
+    other.start()
+    other.join(timeout=5)
+    assert entered.is_set()
+
+
+def test_new_thread_with_a_reused_ident_cannot_exit_a_dead_threads_scope() -> None:
+    """A later thread (often given the dead thread's ident) neither owns nor can exit the scope it left."""
+    import warnings
+
+    config = deterministic(6)
+    before = full_state()
+    outcome: list[str] = []
+
+    def leave_open() -> None:
+        config.__enter__()
+
+    def try_exit() -> None:
+        try:
+            config.__exit__(None, None, None)
+            outcome.append("exited")
+        except RuntimeError:
+            outcome.append("refused")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for target in (leave_open, try_exit):
+            thread = threading.Thread(target=target)
+            thread.start()
+            thread.join()
+    assert outcome == ["refused"]
+    assert full_state() == before
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_fork_from_thread_without_the_scope_continues_from_saved_state() -> None:
+    """A child forked while another thread is inside a scope continues from the state that scope saved."""
+    import os
+    import pickle
+
+    before = full_state()
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold_scope() -> None:
+        with deterministic(9):
+            inside.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_scope)
+    holder.start()
+    inside.wait(30)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its state and whether a scope can be entered at once
+        try:
+            with deterministic(1):
+                pass
+            payload = pickle.dumps(full_state())
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            payload = pickle.dumps(repr(error))
+        os.write(write, payload)
+        os._exit(0)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 1 << 16):
+        chunks.append(chunk)
+    os.close(read)
+    os.waitpid(pid, 0)
+    release.set()
+    holder.join()
+    child_state = pickle.loads(b"".join(chunks))
+    assert child_state == before
+    assert full_state() == before
