@@ -59,7 +59,11 @@ def main() -> int:
             draw()  # cleanup that draws: it must do so in the generator's own stream
 
     problems: list[str] = []
-    sys.unraisablehook = lambda unraisable: problems.append(f"{unraisable.exc_type.__name__}: {unraisable.exc_value}")
+
+    def record(unraisable: Any) -> None:
+        problems.append(f"{unraisable.exc_type.__name__}: {unraisable.exc_value}")
+
+    sys.unraisablehook = record
 
     def start() -> None:
         random.seed(1)
@@ -102,8 +106,18 @@ def main() -> int:
     problems += [f"{w.category.__name__}: {w.message}" for w in caught]
     leftovers = {"stack": len(_scope._STACK), "lock_count": _scope._LOCK.count}
     ok = with_generators == control and not problems and leftovers == {"stack": 0, "lock_count": 0}
-    print(json.dumps({"iterations": count, "states_equal": with_generators == control, "problems": problems[:5],
-                      "problem_count": len(problems), **leftovers, "ok": ok}))
+    print(
+        json.dumps(
+            {
+                "iterations": count,
+                "states_equal": with_generators == control,
+                "problems": problems[:5],
+                "problem_count": len(problems),
+                **leftovers,
+                "ok": ok,
+            }
+        )
+    )
     return 0 if ok else 1
 
 

@@ -172,7 +172,7 @@ def test_set_bit_generator_after_fast_path_writes_nothing_stray() -> None:
 
 @pytest.mark.parametrize("name", BIT_GENERATORS)
 def test_scope_with_other_global_bit_generator(name: str) -> None:
-    """A global non-MT19937 generator is seeded as type(X)(seed), restored exactly, snapshotted, no warnings."""
+    """A non-MT19937 global is seeded as type(X)(seed), restored exactly and snapshotted, without warnings."""
     kind = getattr(np.random, name)
     with global_bit_generator(kind(1)), warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -12,7 +12,6 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from conftest import full_state
 
@@ -56,7 +55,7 @@ def test_stress_abandoned_generators_match_control(sources: str) -> None:
 
 
 def test_finaliser_inside_scope_entry_keeps_the_lock() -> None:
-    """A collection that runs a generator's cleanup in the middle of a scope's entry leaves that scope intact."""
+    """A collection running a generator's cleanup in the middle of a scope's entry leaves it intact."""
 
     @seeded(3, sources=("random",))
     def stream() -> Any:
@@ -81,7 +80,7 @@ def test_finaliser_inside_scope_entry_keeps_the_lock() -> None:
         del g
         with deterministic(5, sources=("random", "collector")) as scope:
             inside = random.random()
-            assert _scope._STACK == [scope]
+            assert [scope] == _scope._STACK
             assert _scope._LOCK.count == 1
         assert full_state() == before
         assert _scope._LOCK.owner is None

@@ -350,7 +350,7 @@ def test_real_gpu_device_states_round_trip() -> None:
 
 
 def test_snapshot_with_a_source_this_process_lacks() -> None:
-    """A snapshot naming an unregistered source loads; strict restore refuses it, lenient restores the rest."""
+    """A snapshot naming an unregistered source loads; strict restore refuses it, lenient skips it."""
     from deterministic import register_source, unregister_source
 
     box = {"state": [1, 2]}

@@ -103,7 +103,7 @@ def test_long_wait_warns_naming_holder(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_thread_ending_inside_a_scope_is_reported_and_restored() -> None:
-    """A thread that ends with a scope open gets a warning naming it, its saved states come back, the lock frees."""
+    """A thread ending inside a scope is named in a warning; its saved states come back and the lock frees."""
     import warnings
 
     from deterministic import _scope
@@ -189,7 +189,7 @@ def test_fork_from_thread_without_the_scope_continues_from_saved_state() -> None
             with deterministic(1):
                 pass
             payload = pickle.dumps(full_state())
-        except BaseException as error:  # noqa: BLE001 - reported to the parent
+        except BaseException as error:
             payload = pickle.dumps(repr(error))
         os.write(write, payload)
         os._exit(0)
