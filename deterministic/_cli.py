@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -73,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
             usage=f"deterministic {name} --seed N [options] [--] script.py [args ...]\n"
             f"       deterministic {name} --seed N [options] -m module [args ...]",
         )
-        command.add_argument("--seed", required=True, type=_seed_argument, help="the seed (int or str)")
+        command.add_argument(
+            "--seed", required=True, type=_seed_argument, help="the seed: decimal digits, or a word"
+        )
         command.add_argument(
             "--strict",
             action="store_true",
@@ -86,11 +89,60 @@ def _parser() -> argparse.ArgumentParser:
                 action="append",
                 default=[],
                 metavar="PATH",
-                help="a file the script writes, compared between runs (repeatable)",
+                help="a file, or a glob of files, the script writes, compared between runs (repeatable)",
             )
+            command.add_argument(
+                "--ignore",
+                action="append",
+                default=[],
+                metavar="REGEX",
+                help="drop output lines matching REGEX before comparing (repeatable)",
+            )
+        # Shown in the help; the parsing of -m and the target is done by _split_target.
         command.add_argument("-m", dest="module", metavar="module", help="run a module, like python -m")
-        command.add_argument("target", nargs=argparse.REMAINDER, help="the script and its arguments")
+        command.add_argument("target", nargs="*", help="the script and its arguments")
     return parser
+
+
+#: Options of run and check that take a value (needed to find where the target begins).
+_VALUED = ("--seed", "--runs", "--compare", "--ignore")
+
+
+def _split_target(argv: list[str]) -> tuple[list[str], str | None, list[str] | None]:
+    """Split ``run``/``check`` arguments into their own options, ``-m``'s module and the target.
+
+    Everything after the script or after ``-m module`` belongs to the target, as with
+    ``python script.py ...`` and ``python -m module ...``; so does everything after ``--``.
+
+    Args:
+        argv: The arguments after the subcommand.
+
+    Returns:
+        (own options, module or None, target arguments or None when none was given).
+    """
+    own: list[str] = []
+    index = 0
+    while index < len(argv):
+        argument = argv[index]
+        if argument == "--":
+            return own, None, argv[index + 1 :]
+        if argument == "-m":
+            if index + 1 == len(argv):
+                own.append(argument)  # argparse reports the missing module
+                return own, None, None
+            return own, argv[index + 1], argv[index + 2 :]
+        if argument.startswith("-m") and not argument.startswith("--"):
+            return own, argument[2:], argv[index + 1 :]
+        if argument in _VALUED:
+            own += argv[index : index + 2]
+            index += 2
+            continue
+        if argument.startswith("-") and argument != "-":
+            own.append(argument)
+            index += 1
+            continue
+        return own, None, argv[index:]
+    return own, None, None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,39 +156,72 @@ def main(argv: Sequence[str] | None = None) -> int:
         irreproducible ``check``, 2 for a bad invocation, else the script's own status.
     """
     parser = _parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    module: str | None = None
+    target: list[str] | None = None
+    if arguments and arguments[0] in ("run", "check"):
+        own, module, target = _split_target(arguments[1:])
+        arguments = [arguments[0], *own]
+    args = parser.parse_args(arguments)
     if args.command == "doctor":
         return _doctor(args.json, args.strict)
-    target = list(args.target)
-    if target and target[0] == "--":
-        target = target[1:]
-    command = _child_command(parser, args, target)
+    command = _child_command(parser, args.command, args.seed, args.strict, module, target)
     env = _child_environment(args.seed, args.strict)
     if args.command == "run":
         return subprocess.run(command, env=env, check=False).returncode
-    return _check(command, env, args.runs, args.compare)
+    return _check(command, env, args.seed, args.runs, args.compare, _patterns(parser, args.ignore))
 
 
-def _child_command(parser: argparse.ArgumentParser, args: argparse.Namespace, target: list[str]) -> list[str]:
+def _patterns(parser: argparse.ArgumentParser, expressions: list[str]) -> list[re.Pattern[str]]:
+    patterns = []
+    for expression in expressions:
+        try:
+            patterns.append(re.compile(expression))
+        except re.error as error:
+            _usage_error(
+                parser, "check", f"--ignore {expression!r} is not a valid regular expression: {error}"
+            )
+    return patterns
+
+
+def _child_command(
+    parser: argparse.ArgumentParser,
+    name: str,
+    seed: int,
+    strict: bool,
+    module: str | None,
+    target: list[str] | None,
+) -> list[str]:
     """The command that runs the target in a fresh interpreter through ``_runner``."""
-    seed, strict, module, name = args.seed, args.strict, args.module, args.command
+    runner = [sys.executable, "-m", "deterministic._runner", str(seed), str(int(strict))]
     if module is not None:
-        return [
-            sys.executable,
-            "-m",
-            "deterministic._runner",
-            str(seed),
-            str(int(strict)),
-            "-m",
-            module,
-            *target,
-        ]
+        _check_module(parser, name, module)
+        return [*runner, "-m", module, *(target or [])]
     if not target:
         _usage_error(parser, name, "a script (or -m module) is required")
+    assert target is not None
     script = target[0]
-    if not os.path.isfile(script):
+    if os.path.isdir(script):
+        _usage_error(parser, name, f"cannot run {script!r}: it is a directory, not a script")
+    if not os.path.exists(script):
         _usage_error(parser, name, f"cannot open script {script!r}: no such file")
-    return [sys.executable, "-m", "deterministic._runner", str(seed), str(int(strict)), "--", *target]
+    if not os.path.isfile(script):
+        _usage_error(parser, name, f"cannot run {script!r}: it is not a regular file")
+    return [*runner, "--", *target]
+
+
+def _check_module(parser: argparse.ArgumentParser, name: str, module: str) -> None:
+    """Refuse a module that cannot be found, as ``python -m`` would, with one line and exit 2."""
+    import importlib.util  # noqa: PLC0415 - only run -m needs it
+
+    if not module:
+        _usage_error(parser, name, "-m needs a module name")
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        _usage_error(parser, name, f"no module named {module!r}")
 
 
 def _usage_error(parser: argparse.ArgumentParser, name: str, message: str) -> None:
@@ -152,28 +237,66 @@ def _child_environment(seed: int, strict: bool) -> dict[str, str]:
     return env
 
 
-def _check(command: list[str], env: dict[str, str], runs: int, compare: list[str]) -> int:
+def _matches(pattern: str) -> list[str]:
+    """The files a ``--compare`` value names: itself, or what it matches as a glob."""
+    import glob  # noqa: PLC0415 - only check needs it
+
+    if glob.has_magic(pattern):
+        return sorted(path for path in glob.glob(pattern, recursive=True) if os.path.isfile(path))
+    return [pattern]
+
+
+def _shown_lines(output: bytes, ignore: list[re.Pattern[str]]) -> bytes:
+    """What a terminal would show, less ignored lines: text after a line's last ``\r`` only."""
+    shown = []
+    for line in output.split(b"\n"):
+        line = line.rsplit(b"\r", 1)[-1]  # noqa: PLW2901 - a progress bar redraws its line
+        text = line.decode("utf-8", "replace")
+        if not any(pattern.search(text) for pattern in ignore):
+            shown.append(line)
+    return b"\n".join(shown)
+
+
+def _check(
+    command: list[str],
+    env: dict[str, str],
+    seed: int,
+    runs: int,
+    compare: list[str],
+    ignore: list[re.Pattern[str]],
+) -> int:
     """Run ``command`` ``runs`` times; compare stdout and the ``compare`` files with the first run."""
+    print(f"check: effective seed {seed}, {runs} runs", flush=True)
     outputs: list[dict[str, bytes]] = []
     for run in range(runs):
-        for path in compare:
-            if os.path.exists(path):
-                os.remove(path)
+        for pattern in compare:
+            for path in _matches(pattern):
+                if os.path.exists(path):
+                    os.remove(path)
         result = subprocess.run(command, env=env, stdout=subprocess.PIPE, check=False)
         sys.stdout.flush()
         if result.returncode != 0:
             print(f"run {run + 1} exited with status {result.returncode}", file=sys.stderr)
             return 1
-        files = {"<stdout>": result.stdout}
-        for path in compare:
-            try:
-                with open(path, "rb") as produced:
-                    files[path] = produced.read()
-            except OSError as error:
-                print(f"run {run + 1} did not produce {path}: {error.strerror}", file=sys.stderr)
+        files = {"<stdout>": _shown_lines(result.stdout, ignore)}
+        for pattern in compare:
+            paths = _matches(pattern)
+            if not paths:
+                print(f"run {run + 1} produced no file matching {pattern}", file=sys.stderr)
                 return 1
+            for path in paths:
+                try:
+                    with open(path, "rb") as produced:
+                        files[path] = produced.read()
+                except OSError as error:
+                    print(f"run {run + 1} did not produce {path}: {error.strerror}", file=sys.stderr)
+                    return 1
         outputs.append(files)
     for run, files in enumerate(outputs[1:], start=2):
+        if set(files) != set(outputs[0]):
+            only = sorted(set(files) ^ set(outputs[0]))
+            print(f"not reproducible: run 1 and run {run} wrote different files: {', '.join(only)}")
+            return 1
         for name, content in files.items():
             first = outputs[0][name]
             if content != first:
@@ -201,7 +324,8 @@ def _doctor(as_json: bool, strict: bool) -> int:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
         print(_format_report(report))
-    return 1 if strict and report["hazards"] else 0
+    fixable = [hazard for hazard in report["hazards"] if hazard["environment"]]
+    return 1 if strict and fixable else 0
 
 
 def _version(module: str) -> str | None:
@@ -227,13 +351,14 @@ def doctor_report() -> dict[str, Any]:
         "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED"),
         CUBLAS_VARIABLE: os.environ.get(CUBLAS_VARIABLE),
     }
-    hazards: list[dict[str, str]] = []
-    if sys.flags.hash_randomization:
+    hazards: list[dict[str, Any]] = []
+    if os.environ.get("PYTHONHASHSEED", "random") in ("", "random"):
         hazards.append(
             {
                 "id": "hash-randomization",
                 "message": "hash randomisation is on: set order and hash() of str differ between runs",
                 "fix": "start Python with PYTHONHASHSEED=0, or run through `python -m deterministic run`",
+                "environment": True,
             }
         )
     if _version("torch") is not None:
@@ -243,7 +368,7 @@ def doctor_report() -> dict[str, Any]:
 
 
 def _torch_report(
-    torch: Any, versions: dict[str, Any], flags: dict[str, Any], hazards: list[dict[str, str]]
+    torch: Any, versions: dict[str, Any], flags: dict[str, Any], hazards: list[dict[str, Any]]
 ) -> None:
     versions["torch"] = torch.__version__
     versions["cuda"] = torch.version.cuda
@@ -269,6 +394,7 @@ def _torch_report(
                 "message": f"{CUBLAS_VARIABLE} is {os.environ.get(CUBLAS_VARIABLE)!r} while CUDA is "
                 "available: cuBLAS may be non-deterministic",
                 "fix": f"export {CUBLAS_VARIABLE}={CUBLAS_CONFIGS[0]} before starting Python",
+                "environment": True,
             }
         )
     if cudnn.benchmark:
@@ -277,6 +403,7 @@ def _torch_report(
                 "id": "cudnn-benchmark",
                 "message": "cudnn.benchmark is on: convolution algorithms are chosen by timing",
                 "fix": "torch.backends.cudnn.benchmark = False, or use deterministic(...) (off by default)",
+                "environment": False,
             }
         )
     if not torch.are_deterministic_algorithms_enabled():
@@ -286,6 +413,7 @@ def _torch_report(
                 "message": "deterministic algorithms are off: some operations are non-deterministic",
                 "fix": "torch.use_deterministic_algorithms(True), "
                 "or deterministic(..., deterministic_algorithms=True)",
+                "environment": False,
             }
         )
     if torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest":
@@ -295,6 +423,7 @@ def _torch_report(
                 "message": "TF32 matmul is on: float32 matmul results depend on the hardware",
                 "fix": "torch.backends.cuda.matmul.allow_tf32 = False; "
                 'torch.set_float32_matmul_precision("highest")',
+                "environment": False,
             }
         )
     if torch.cuda._is_in_bad_fork():
@@ -303,6 +432,7 @@ def _torch_report(
                 "id": "bad-fork",
                 "message": "this process was forked after CUDA was initialised: CUDA cannot be used here",
                 "fix": "start worker processes with the 'spawn' method, or initialise CUDA after forking",
+                "environment": False,
             }
         )
 
@@ -317,5 +447,6 @@ def _format_report(report: dict[str, Any]) -> str:
     lines += [f"  {name}: {value}" for name, value in report["flags"].items()]
     lines += ["", f"hazards: {len(report['hazards'])}"]
     for hazard in report["hazards"]:
-        lines += [f"  - {hazard['message']}", f"    fix: {hazard['fix']}"]
+        where = "environment" if hazard["environment"] else "code"
+        lines += [f"  - [{hazard['id']}] {hazard['message']}", f"    fix ({where}): {hazard['fix']}"]
     return "\n".join(lines)

@@ -127,7 +127,11 @@ def resolve_seed(seed: object) -> int | None:
 
 
 def seed_from_text(text: str) -> int:
-    """Resolve a seed given on a command line: decimal digits are an int, anything else a str.
+    """Resolve a seed given on a command line: decimal digits are an int, a word is a str.
+
+    A value that looks like a number but is not plain decimal digits (``1.5``, ``0x10``,
+    ``1e3``, ``1_000``, `` 7``) is refused: whoever typed it meant a number, and taking
+    it as a word would silently give an unrelated seed.
 
     Args:
         text: The option's value.
@@ -136,14 +140,39 @@ def seed_from_text(text: str) -> int:
         The effective seed.
 
     Raises:
-        ValueError: If ``text`` is empty.
+        ValueError: If ``text`` is empty or looks numeric without being a decimal int.
     """
     if not text:
         raise ValueError("the seed must not be empty")
-    try:
-        value: int | str = int(text, 10)
-    except ValueError:
+    value: int | str
+    if _is_decimal(text):
+        value = int(text, 10)
+    elif _looks_numeric(text):
+        raise ValueError(
+            f"the seed {text!r} looks like a number but is not a decimal int; "
+            f"give digits only (like 1000), or a word"
+        )
+    else:
         value = text
     effective = resolve_seed(value)
     assert effective is not None
     return effective
+
+
+def _is_decimal(text: str) -> bool:
+    digits = text[1:] if text.startswith("-") else text
+    return digits.isascii() and digits.isdigit()
+
+
+def _looks_numeric(text: str) -> bool:
+    """Return whether ``text`` parses as some number (float, prefixed or underscored int) or is padded."""
+    stripped = text.strip()
+    if text != stripped:
+        return bool(stripped) and (_is_decimal(stripped) or _looks_numeric(stripped))
+    for parse in (float, lambda value: int(value, 0)):
+        try:
+            parse(text)
+        except ValueError:
+            continue
+        return any(character.isdigit() for character in text)
+    return False

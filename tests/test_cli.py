@@ -116,7 +116,7 @@ def test_check_reproducible(script: Path) -> None:
     """check prints "reproducible" and exits 0 when every run gives the same outputs."""
     result = cli("check", "--seed", "5", "--runs", "3", str(script), cwd=script.parent)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("reproducible")
+    assert result.stdout.splitlines()[1].startswith("reproducible")
 
 
 def test_check_reports_first_difference(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_check_reports_first_difference(tmp_path: Path) -> None:
     )
     result = cli("check", "--seed", "1", "--compare", "out.txt", str(flaky), "out.txt", cwd=tmp_path)
     assert result.returncode == 1
-    lines = result.stdout.splitlines()
+    lines = result.stdout.splitlines()[1:]
     assert lines[0] == "not reproducible: <stdout> line 2 differs"
     assert lines[1].startswith("  run 1: b'") and lines[2].startswith("  run 2: b'")
 
@@ -138,7 +138,7 @@ def test_check_reports_first_difference(tmp_path: Path) -> None:
     )
     result = cli("check", "--seed", "1", "--compare", "out.txt", str(writer), "out.txt", cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stdout.splitlines()[0] == "not reproducible: out.txt line 2 differs"
+    assert result.stdout.splitlines()[1] == "not reproducible: out.txt line 2 differs"
 
 
 def test_check_compare_file_reproducible(tmp_path: Path) -> None:
@@ -185,7 +185,8 @@ def test_doctor_report_and_strict(tmp_path: Path) -> None:
     assert all(hazard["message"] and hazard["fix"] for hazard in report["hazards"])
     assert cli("doctor", "--strict", cwd=tmp_path, env=env).returncode == 1
     text = cli("doctor", cwd=tmp_path, env=env).stdout
-    assert "hazards:" in text and "fix: start Python with PYTHONHASHSEED=0" in text
+    assert "hazards:" in text and "fix (environment): start Python with PYTHONHASHSEED=0" in text
+    assert "[hash-randomization]" in text
 
 
 def test_doctor_clean_environment_under_strict(tmp_path: Path) -> None:
@@ -200,6 +201,134 @@ def test_doctor_clean_environment_under_strict(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hazards: 0" in result.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "12345"])
+def test_doctor_fixed_hash_seed_is_no_hazard(tmp_path: Path, value: str) -> None:
+    """A fixed PYTHONHASHSEED (0 or any number, as under run) is not reported as hash randomisation."""
+    result = cli("doctor", "--json", cwd=tmp_path, env={**os.environ, "PYTHONHASHSEED": value})
+    assert "hash-randomization" not in {hazard["id"] for hazard in json.loads(result.stdout)["hazards"]}
+    unset = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    for env in (unset, {**unset, "PYTHONHASHSEED": "random"}):
+        report = json.loads(cli("doctor", "--json", cwd=tmp_path, env=env).stdout)
+        assert "hash-randomization" in {hazard["id"] for hazard in report["hazards"]}
+
+
+def test_doctor_strict_fails_only_on_environment_hazards(tmp_path: Path) -> None:
+    """--strict exits 0 when only hazards in code remain (torch flags), 1 for environment ones."""
+    pytest.importorskip("torch")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    report = json.loads(cli("doctor", "--json", cwd=tmp_path, env=env).stdout)
+    assert report["hazards"], "torch's default flags give hazards in code"
+    assert not any(hazard["environment"] for hazard in report["hazards"])
+    assert cli("doctor", "--strict", cwd=tmp_path, env=env).returncode == 0
+    unset = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    assert cli("doctor", "--strict", cwd=tmp_path, env=unset).returncode == 1
+
+
+def test_run_module_gets_its_own_options(tmp_path: Path) -> None:
+    """Everything after -m module belongs to the module, options included, as with python -m."""
+    (tmp_path / "f.json").write_text('{"b": 1, "a": 2}')
+    result = cli("run", "--seed", "0", "-m", "json.tool", "--sort-keys", "f.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"a": 2, "b": 1}
+    assert result.stdout.index('"a"') < result.stdout.index('"b"')
+
+
+def test_run_script_gets_its_own_options(script: Path) -> None:
+    """Options after the script belong to the script, even ones run also has."""
+    result = cli("run", "--seed", "5", str(script), "--seed", "7", "--strict", cwd=script.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "['--seed', '7', '--strict'] __main__ True"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--seed", "1", "-m", "no_such_module_here"], "no module named 'no_such_module_here'"),
+        (["run", "--seed", "1", "."], "cannot run '.': it is a directory, not a script"),
+        (["run", "--seed", "1", "/dev/null"], "cannot run '/dev/null': it is not a regular file"),
+        (["check", "--seed", "1", "-m", "no.such.module"], "no module named 'no.such.module'"),
+        (["check", "--seed", "1", "--ignore", "(", "script.py"], "is not a valid regular expression"),
+    ],
+)
+def test_bad_targets_are_one_line_errors(script: Path, args: list[str], message: str) -> None:
+    """A missing module, a directory or a special file is a one-line error with that command's usage."""
+    result = cli(*args, cwd=script.parent)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert f"usage: deterministic {args[0]} --seed N" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["1.5", "0x10", "1e3", "1_000", " 7"])
+def test_numeric_looking_seeds_are_refused(script: Path, value: str) -> None:
+    """A seed that looks numeric but is not a decimal int is refused with exit 2."""
+    result = cli("run", "--seed", value, str(script), cwd=script.parent)
+    assert result.returncode == 2
+    assert "looks like a number but is not a decimal int" in result.stderr
+
+
+def test_word_seeds_are_accepted(script: Path) -> None:
+    """A word is a seed (mapped through derive_seed), and the same word gives the same run."""
+    first = cli("run", "--seed", "baseline", str(script), cwd=script.parent)
+    second = cli("run", "--seed", "baseline", str(script), cwd=script.parent)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+
+
+def test_check_ignores_lines_and_progress_bars(tmp_path: Path) -> None:
+    """--ignore drops matching lines; carriage-return progress output compares as its final state."""
+    noisy = tmp_path / "noisy.py"
+    noisy.write_text(
+        textwrap.dedent(
+            r"""
+            import os, random, sys, time
+            for step in range(3):
+                sys.stdout.write(f"\r{step}/3 {os.urandom(2).hex()} it/s")
+            sys.stdout.write("\r3/3 done\n")
+            print("loss", random.random())
+            print("took", time.perf_counter_ns(), "ns")
+            """
+        )
+    )
+    plain = cli("check", "--seed", "3", str(noisy), cwd=tmp_path)
+    assert plain.returncode == 1
+    assert "line 3 differs" in plain.stdout  # the timing line; the progress bar compared equal
+    ignoring = cli("check", "--seed", "3", "--ignore", r"^took \d+", str(noisy), cwd=tmp_path)
+    assert ignoring.returncode == 0, ignoring.stdout + ignoring.stderr
+    assert ignoring.stdout.splitlines()[0] == "check: effective seed 3, 2 runs"
+
+
+def test_check_compares_globbed_checkpoints(tmp_path: Path) -> None:
+    """--compare takes a glob; every matching file is compared, and differing file sets are reported."""
+    writer = tmp_path / "writer.py"
+    writer.write_text(
+        textwrap.dedent(
+            """
+            import os, random, sys
+            os.makedirs("ckpt", exist_ok=True)
+            for epoch in range(3):
+                open(f"ckpt/epoch{epoch}.bin", "wb").write(random.randbytes(64))
+            if len(sys.argv) > 1:
+                open(f"ckpt/extra{os.getpid()}.bin", "wb").write(b"x")
+            """
+        )
+    )
+    good = cli("check", "--seed", "4", "--compare", "ckpt/*.bin", str(writer), cwd=tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "4 output(s) identical" in good.stdout
+    bad = cli("check", "--seed", "4", "--compare", "ckpt/*.bin", str(writer), "extra", cwd=tmp_path)
+    assert bad.returncode == 1
+    assert "wrote different files" in bad.stdout
+
+
+def test_check_prints_effective_seed_of_a_word(script: Path) -> None:
+    """check prints the effective seed, so a word seed can be repeated as a number."""
+    from deterministic._seeds import seed_from_text
+
+    result = cli("check", "--seed", "experiment-7", str(script), cwd=script.parent)
+    assert result.stdout.splitlines()[0] == f"check: effective seed {seed_from_text('experiment-7')}, 2 runs"
 
 
 def test_console_script_installed() -> None:
