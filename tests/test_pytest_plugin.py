@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,3 +182,139 @@ def test_randomly_seeder_entry_point() -> None:
         reseed(123)
         assert random.getstate() == before_random
         assert torch.rand(2).tolist() == torch.rand(2, generator=torch.Generator().manual_seed(123)).tolist()
+
+
+COMPOSED = """
+import json, os, random
+import numpy as np
+import pytest
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+RECORD = os.environ["RECORD"]
+
+
+def record(name, values):
+    with open(RECORD, "a") as out:
+        out.write(json.dumps([name, values]) + "\\n")
+
+
+def sample():
+    values = [random.random(), float(np.random.rand())]
+    if torch is not None:
+        values.append(torch.rand(1).item())
+    return values
+
+
+@pytest.fixture(params=[0, 5])
+def hungry(request):
+    return [random.random() for _ in range(request.param)]
+
+
+def test_body(hungry, deterministic_seed):
+    from deterministic import deterministic
+
+    drawn = sample()
+    with deterministic(deterministic_seed):
+        expected = sample()
+    record("body", [drawn, expected])
+
+
+def test_plain():
+    record("plain", sample())
+"""
+
+
+def _run_composed(pytester: pytest.Pytester, tmp_path: Path, *args: str, name: str) -> dict[str, Any]:
+    record = tmp_path / f"{name}.jsonl"
+    pytester._monkeypatch.setenv("RECORD", str(record))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    assert result.ret == 0, result.stdout.str()
+    lines = record.read_text().splitlines()
+    return {"lines": [json.loads(line) for line in lines], "out": result.stdout.str()}
+
+
+def test_option_wins_over_pytest_randomly(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Under --deterministic-seed a test draws exactly what it draws without pytest-randomly, any randomly seed."""
+    pytest.importorskip("pytest_randomly")
+    pytester.makepyfile(test_composed=COMPOSED)
+    alone = _run_composed(pytester, tmp_path, "-p", "no:randomly", "--deterministic-seed", "0", name="alone")
+    runs = [
+        _run_composed(
+            pytester,
+            tmp_path,
+            "-p",
+            "randomly",
+            f"--randomly-seed={randomly_seed}",
+            "--deterministic-seed",
+            "0",
+            name=f"randomly{randomly_seed}",
+        )
+        for randomly_seed in (1, 5)
+    ]
+    expected = sorted(map(json.dumps, alone["lines"]))
+    for run in runs:
+        assert sorted(map(json.dumps, run["lines"])) == expected  # shuffled order, same values
+    assert "Using --randomly-seed=1" in runs[0]["out"]
+
+
+def test_fixture_draws_do_not_shift_the_body(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Setup is seeded apart from the call: the body draws the same whatever fixtures drew, as its seed says."""
+    pytester.makepyfile(test_composed=COMPOSED)
+    result = _run_composed(
+        pytester, tmp_path, "-p", "no:randomly", "--deterministic-seed", "3", name="phases"
+    )
+    bodies = [values for name, values in result["lines"] if name == "body"]
+    assert len(bodies) == 2  # the fixture drew 0 and 5 numbers in setup
+    assert all(drawn == expected for drawn, expected in bodies)
+    plain = next(values for name, values in result["lines"] if name == "plain")
+    import random
+
+    assert plain[0] == random.Random(derive_seed(3, "test_composed.py::test_plain")).random()
+
+
+def test_pytest_randomly_still_drives_torch_without_the_option(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """Without our option, pytest-randomly's seed reseeds torch through our seeder entry point."""
+    pytest.importorskip("pytest_randomly")
+    pytest.importorskip("torch")
+    pytester.makepyfile(test_composed=COMPOSED)
+    runs = [
+        _run_composed(
+            pytester, tmp_path, "-p", "randomly", f"--randomly-seed={seed}", "-k", "plain", name=name
+        )
+        for name, seed in (("a", 5), ("b", 5), ("c", 6))
+    ]
+    assert runs[0]["lines"] == runs[1]["lines"]
+    assert runs[0]["lines"][0][1][2] != runs[2]["lines"][0][1][2]  # the torch draw follows randomly's seed
+
+
+def test_seed_last_and_random(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """--deterministic-seed=random draws a seed shown in the header; =last repeats it from the cache."""
+    import re
+
+    pytester.makepyfile(test_composed=COMPOSED)
+    outputs = []
+    for value in ("random", "last"):
+        record = tmp_path / f"{value}.jsonl"
+        pytester._monkeypatch.setenv("RECORD", str(record))
+        result = pytester.runpytest_subprocess(
+            "-p", "no:randomly", f"--deterministic-seed={value}", "-k", "plain"
+        )
+        assert result.ret == 0, result.stdout.str()
+        header = re.search(r"--deterministic-seed=(\d+)", result.stdout.str())
+        assert header is not None
+        outputs.append((int(header.group(1)), record.read_text()))
+    assert outputs[0] == outputs[1]
+
+
+def test_seed_last_without_history_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    """--deterministic-seed=last with an empty cache is a usage error, not a silent seed."""
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--deterministic-seed=last")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "no earlier session's seed" in result.stderr.str()
