@@ -1,6 +1,6 @@
 """Scoped, exact and testable randomness for deep-learning code."""
 
-from ._distributed import rank_seed, shared_seed
+from ._distributed import rank_seed, shared_seed, synchronize
 from ._loading import dataloader_kwargs, seed_worker
 from ._scope import Scope, deterministic
 from ._seeds import derive_seed
@@ -23,5 +23,6 @@ __all__ = [
     "seeded",
     "shared_seed",
     "snapshot",
+    "synchronize",
     "unregister_source",
 ]

@@ -11,7 +11,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: it costs millisecon
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["current_rank", "rank_seed", "shared_seed"]
+__all__ = ["current_rank", "rank_seed", "shared_seed", "synchronize"]
 
 
 def _process_group() -> Any:
@@ -118,3 +118,35 @@ def shared_seed(seed: int | str | bytes | None = None, group: Any = None) -> int
         "deterministic: shared seed %d (from rank %d); pass seed=%d to reproduce", agreed, source, agreed
     )
     return agreed
+
+
+def synchronize(src: int = 0, group: Any = None) -> None:
+    """Give every rank the current RNG states of rank ``src``, as if all had drawn its draws.
+
+    A collective when a ``torch.distributed`` process group is initialised: **every rank
+    of the group must call it**. Rank ``src`` takes a :func:`~deterministic.snapshot` of
+    every source (Python, NumPy, torch's CPU generator, registered sources, and each
+    initialised accelerator device) and broadcasts it; every other rank installs it, the
+    accelerator states device by device for the devices both have. Unlike
+    :func:`~deterministic.restore` it does not compare ranks or device counts, so it
+    neither warns nor needs ``strict=False``. Without a process group it does nothing.
+
+    Args:
+        src: The global rank whose states win.
+        group: The process group; ``None`` for the default group.
+
+    Raises:
+        ValueError: On a rank that lacks a source ``src`` has (not registered, or not
+            installed); that rank's states are left unchanged.
+    """
+    distributed = _process_group()
+    if distributed is None:
+        return
+    from ._snapshot import RNGState, install_from_rank, snapshot  # noqa: PLC0415 - a layer above
+
+    payload: list[Any] = [None]
+    if distributed.get_rank() == src:
+        payload[0] = snapshot().state_dict()
+    distributed.broadcast_object_list(payload, src=src, group=group)
+    if distributed.get_rank() != src:
+        install_from_rank(RNGState.from_state_dict(payload[0]))

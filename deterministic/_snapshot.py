@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from ._sources import Source
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "RNGState", "restore", "snapshot"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "RNGState", "install_from_rank", "restore", "snapshot"]
 
 #: The ``format`` entry of every state dict.
 FORMAT = "deterministic.RNGState"
@@ -253,11 +253,15 @@ def snapshot(sources: Iterable[str] | None = None) -> RNGState:
     )
 
 
-def _plan(state: RNGState, strict: bool) -> tuple[list[tuple[Source, Any]], list[str]]:
-    """Decide what to install and what to skip; validate sizes before anything changes."""
+def _plan(state: RNGState, strict: bool, topology: bool = True) -> tuple[list[tuple[Source, Any]], list[str]]:
+    """Decide what to install and what to skip; validate sizes before anything changes.
+
+    With ``topology`` false (states sent from another rank), rank, world size and device
+    counts are not compared: the devices both sides have are installed.
+    """
     problems: list[str] = []
     rank, world_size = _topology()
-    if (rank, world_size) != (state.rank, state.world_size):
+    if topology and (rank, world_size) != (state.rank, state.world_size):
         problems.append(
             f"the snapshot was taken on rank {state.rank} of {state.world_size}, "
             f"this process is rank {rank} of {world_size}"
@@ -279,7 +283,7 @@ def _plan(state: RNGState, strict: bool) -> tuple[list[tuple[Source, Any]], list
         if isinstance(source, AcceleratorSource):
             count = source.device_count()
             saved = state._data["devices"][name]
-            if count != saved:
+            if topology and count != saved:
                 problems.append(f"{name}: the snapshot has {saved} devices, this process has {count}")
                 if strict:
                     continue
@@ -336,6 +340,30 @@ def restore(state: RNGState, *, strict: bool = True) -> None:
         raise ValueError(
             "cannot restore: " + "; ".join(problems) + " (pass strict=False to restore what matches)"
         )
+    _install(plan)
+    if problems:
+        warnings.warn("restore skipped: " + "; ".join(problems), RuntimeWarning, stacklevel=2)
+
+
+def install_from_rank(state: RNGState) -> None:
+    """Install a snapshot sent from another rank: no rank or device-count comparison.
+
+    Args:
+        state: The snapshot.
+
+    Raises:
+        ValueError: If a source in it is not registered or not available here, or a
+            state does not fit this process's generators. Nothing is changed then.
+    """
+    _import_needed(state)
+    plan, problems = _plan(state, strict=True, topology=False)
+    if problems:
+        raise ValueError("cannot install the other rank's RNG states: " + "; ".join(problems))
+    _install(plan)
+
+
+def _install(plan: list[tuple[Source, Any]]) -> None:
+    """Install planned states atomically: roll back what was installed if one fails."""
     paused = pause_gc(current_token())  # see pause_gc: no finaliser inside get_state
     try:
         previous = {source: source.capture() for source, _ in plan}
@@ -351,5 +379,3 @@ def restore(state: RNGState, *, strict: bool = True) -> None:
             raise
     finally:
         resume_gc(paused)
-    if problems:
-        warnings.warn("restore skipped: " + "; ".join(problems), RuntimeWarning, stacklevel=2)

@@ -35,6 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if getattr(config.option, "randomly_reset_seed", None):
         config.option.randomly_reset_seed = False
 
+
 CUBLAS = "CUBLAS_WORKSPACE_CONFIG"
 
 

@@ -74,3 +74,51 @@ def test_shared_seed_without_process_group() -> None:
     assert shared_seed(5) == 5
     assert shared_seed("x") == derive_seed("x")
     assert 0 <= shared_seed() < 2**32
+
+
+SYNCHRONIZE = textwrap.dedent(
+    """
+    import json, os, random, warnings
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from deterministic import register_source, synchronize
+
+    warnings.simplefilter("error")
+    rank = int(os.environ["RANK"])
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    counter = {"value": 100 * rank}
+    register_source("counter", lambda: counter["value"], lambda seed: None, lambda state: counter.update(value=state))
+    random.seed(rank)
+    np.random.seed(rank)
+    torch.manual_seed(rank)
+    np.random.randn()  # a cached Gaussian on rank 1 travels too
+    before = [random.getstate()[1][:3], np.random.get_state()[1][:3].tolist(), torch.rand(1).item()]
+    synchronize(src=1)
+    after = [random.random(), np.random.randn(2).tolist(), torch.rand(2).tolist(), counter["value"]]
+    dist.destroy_process_group()
+    print(json.dumps({"after": after}))
+    """
+)
+
+
+def test_synchronize_gives_every_rank_the_source_ranks_states(tmp_path: Path) -> None:
+    """synchronize(src=1) installs rank 1's random, NumPy, torch and registered states on every rank, silently."""
+    pytest.importorskip("torch")
+    script = tmp_path / "sync.py"
+    script.write_text(SYNCHRONIZE)
+    (first, first_log), (second, second_log) = run_gloo_pair(script)
+    assert first["after"] == second["after"]
+    assert first["after"][-1] == 100  # rank 1's registered source state
+    assert "Warning" not in first_log + second_log
+
+
+def test_synchronize_without_process_group_changes_nothing() -> None:
+    """Without a process group synchronize() is a no-op."""
+    from conftest import full_state
+
+    from deterministic import synchronize
+
+    before = full_state()
+    synchronize()
+    assert full_state() == before
