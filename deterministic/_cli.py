@@ -165,11 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     if args.command == "doctor":
         return _doctor(args.json, args.strict)
-    command = _child_command(parser, args.command, args.seed, args.strict, module, target)
+    command = _child_command(
+        parser, args.command, seed=args.seed, strict=args.strict, module=module, target=target
+    )
     env = _child_environment(args.seed, args.strict)
     if args.command == "run":
         return subprocess.run(command, env=env, check=False).returncode
-    return _check(command, env, args.seed, args.runs, args.compare, _patterns(parser, args.ignore))
+    ignore = _patterns(parser, args.ignore)
+    return _check(command, env, seed=args.seed, runs=args.runs, compare=args.compare, ignore=ignore)
 
 
 def _patterns(parser: argparse.ArgumentParser, expressions: list[str]) -> list[re.Pattern[str]]:
@@ -187,6 +190,7 @@ def _patterns(parser: argparse.ArgumentParser, expressions: list[str]) -> list[r
 def _child_command(
     parser: argparse.ArgumentParser,
     name: str,
+    *,
     seed: int,
     strict: bool,
     module: str | None,
@@ -247,7 +251,7 @@ def _matches(pattern: str) -> list[str]:
 
 
 def _shown_lines(output: bytes, ignore: list[re.Pattern[str]]) -> bytes:
-    """What a terminal would show, less ignored lines: text after a line's last ``\r`` only."""
+    r"""What a terminal would show, less ignored lines: text after a line's last ``\r`` only."""
     shown = []
     for line in output.split(b"\n"):
         line = line.rsplit(b"\r", 1)[-1]  # noqa: PLW2901 - a progress bar redraws its line
@@ -257,9 +261,28 @@ def _shown_lines(output: bytes, ignore: list[re.Pattern[str]]) -> bytes:
     return b"\n".join(shown)
 
 
+def _collect(run: int, compare: list[str]) -> dict[str, bytes] | None:
+    """Read the files a run wrote for ``--compare``; ``None`` (reported) when one is missing."""
+    files: dict[str, bytes] = {}
+    for pattern in compare:
+        paths = _matches(pattern)
+        if not paths:
+            print(f"run {run + 1} produced no file matching {pattern}", file=sys.stderr)
+            return None
+        for path in paths:
+            try:
+                with open(path, "rb") as produced:
+                    files[path] = produced.read()
+            except OSError as error:
+                print(f"run {run + 1} did not produce {path}: {error.strerror}", file=sys.stderr)
+                return None
+    return files
+
+
 def _check(
     command: list[str],
     env: dict[str, str],
+    *,
     seed: int,
     runs: int,
     compare: list[str],
@@ -278,20 +301,10 @@ def _check(
         if result.returncode != 0:
             print(f"run {run + 1} exited with status {result.returncode}", file=sys.stderr)
             return 1
-        files = {"<stdout>": _shown_lines(result.stdout, ignore)}
-        for pattern in compare:
-            paths = _matches(pattern)
-            if not paths:
-                print(f"run {run + 1} produced no file matching {pattern}", file=sys.stderr)
-                return 1
-            for path in paths:
-                try:
-                    with open(path, "rb") as produced:
-                        files[path] = produced.read()
-                except OSError as error:
-                    print(f"run {run + 1} did not produce {path}: {error.strerror}", file=sys.stderr)
-                    return 1
-        outputs.append(files)
+        written = _collect(run, compare)
+        if written is None:
+            return 1
+        outputs.append({"<stdout>": _shown_lines(result.stdout, ignore), **written})
     for run, files in enumerate(outputs[1:], start=2):
         if set(files) != set(outputs[0]):
             only = sorted(set(files) ^ set(outputs[0]))

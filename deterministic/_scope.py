@@ -119,6 +119,18 @@ class Scope:
         return f"<Scope seed={self.seed} of {self._config!r}>"
 
 
+def _leave_compiled_code() -> None:
+    """Under ``torch.compile``, end the graph here, so that entering or leaving runs eagerly.
+
+    A scope swaps process-global generator states, which a graph cannot capture;
+    Dynamo would otherwise try to trace the scope machinery and warn about the builtins
+    it meets. An explicit graph break is silent, and the values are eager's.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.compiler.is_compiling():
+        torch._dynamo.graph_break()
+
+
 def _current_owner() -> tuple[ThreadToken, object]:
     """Return (thread token, asyncio task or None): what must match between entry and exit."""
     asyncio = sys.modules.get("asyncio")
@@ -169,6 +181,7 @@ def open_scope(
     Raises:
         Busy: If ``blocking`` is false and another thread holds the scope lock.
     """
+    _leave_compiled_code()
     if seed is None:
         seed = config._seed if config._seed is not None else draw_fresh_seed()
     token = current_token()
@@ -233,6 +246,7 @@ def close_scope(scope: Scope, keep: bool = False) -> dict[Part, Any] | None:
             plain ``async with`` blocks in concurrent tasks do). Global state is still
             left as if both scopes had exited in order.
     """
+    _leave_compiled_code()
     paused = pause_gc(current_token())
     try:
         return _close(scope, keep)
@@ -521,9 +535,13 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
     def __enter__(self) -> Scope:
         """Enter a new scope.
 
+        Inside a function compiled with ``torch.compile``, entering (and leaving) is a
+        graph break: the scope runs eagerly, silently, with eager's values.
+
         Returns:
             The per-entry :class:`Scope`; its ``seed`` is the effective seed.
         """
+        _leave_compiled_code()
         return open_scope(self, owner=_current_owner())
 
     def __exit__(
@@ -537,6 +555,7 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
         Raises:
             RuntimeError: If no such scope is active, or it is not the innermost one.
         """
+        _leave_compiled_code()
         close_scope(self._innermost_entry())
 
     async def __aenter__(self) -> Scope:

@@ -88,7 +88,9 @@ SYNCHRONIZE = textwrap.dedent(
     rank = int(os.environ["RANK"])
     dist.init_process_group("gloo", rank=rank, world_size=2)
     counter = {"value": 100 * rank}
-    register_source("counter", lambda: counter["value"], lambda seed: None, lambda state: counter.update(value=state))
+    register_source(
+        "counter", lambda: counter["value"], lambda seed: None, lambda state: counter.update(value=state)
+    )
     random.seed(rank)
     np.random.seed(rank)
     torch.manual_seed(rank)
@@ -103,7 +105,7 @@ SYNCHRONIZE = textwrap.dedent(
 
 
 def test_synchronize_gives_every_rank_the_source_ranks_states(tmp_path: Path) -> None:
-    """synchronize(src=1) installs rank 1's random, NumPy, torch and registered states on every rank, silently."""
+    """synchronize(src=1) silently installs rank 1's random, NumPy, torch and registered states everywhere."""
     pytest.importorskip("torch")
     script = tmp_path / "sync.py"
     script.write_text(SYNCHRONIZE)

@@ -238,7 +238,7 @@ def _run_composed(pytester: pytest.Pytester, tmp_path: Path, *args: str, name: s
 
 
 def test_option_wins_over_pytest_randomly(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    """Under --deterministic-seed a test draws exactly what it draws without pytest-randomly, any randomly seed."""
+    """Under --deterministic-seed a test draws what it draws without pytest-randomly, whatever its seed."""
     pytest.importorskip("pytest_randomly")
     pytester.makepyfile(test_composed=COMPOSED)
     alone = _run_composed(pytester, tmp_path, "-p", "no:randomly", "--deterministic-seed", "0", name="alone")
@@ -262,7 +262,7 @@ def test_option_wins_over_pytest_randomly(pytester: pytest.Pytester, tmp_path: P
 
 
 def test_fixture_draws_do_not_shift_the_body(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    """Setup is seeded apart from the call: the body draws the same whatever fixtures drew, as its seed says."""
+    """Setup is seeded apart from the call: the body draws what its seed gives, whatever fixtures drew."""
     pytester.makepyfile(test_composed=COMPOSED)
     result = _run_composed(
         pytester, tmp_path, "-p", "no:randomly", "--deterministic-seed", "3", name="phases"
