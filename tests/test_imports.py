@@ -22,12 +22,13 @@ def run(code: str) -> str:
 
 
 def test_import_loads_neither_torch_nor_numpy() -> None:
-    """`import deterministic` imports neither torch nor NumPy, nor the slow stdlib modules."""
+    """`import deterministic` imports neither torch, NumPy, Lightning, transformers nor slow stdlib modules."""
     out = run(
         """
         import sys, deterministic
         heavy = ("torch", "numpy", "numpy.random", "wrapt", "asyncio", "typing", "inspect",
-                 "logging", "hashlib", "threading", "ctypes", "json", "random")
+                 "logging", "hashlib", "threading", "ctypes", "json", "random",
+                 "lightning", "pytorch_lightning", "transformers")
         print(sorted(m for m in heavy if m in sys.modules))
         """
     )
