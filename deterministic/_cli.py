@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 
+from ._children import CHILD_SEED_VARIABLE, child_environment
 from ._flags import CUBLAS_CONFIGS, CUBLAS_VARIABLE
 from ._seeds import derive_seed, seed_from_text
 from ._sources import SOURCES
@@ -82,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help=f"also enable deterministic algorithms and set {CUBLAS_VARIABLE}={CUBLAS_CONFIGS[0]}",
         )
+        command.add_argument(
+            "--no-children",
+            action="store_true",
+            help="do not seed the Python processes the program starts (spawn, forkserver, subprocess)",
+        )
         if name == "check":
             command.add_argument("--runs", type=_runs_argument, default=2, help="how many runs (default 2)")
             command.add_argument(
@@ -105,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 #: Options of run and check that take a value (needed to find where the target begins).
-_VALUED = ("--seed", "--runs", "--compare", "--ignore")
+_VALUED = ("--seed", "--runs", "--compare", "--ignore")  # --strict and --no-children take none
 
 
 def _split_target(argv: list[str]) -> tuple[list[str], str | None, list[str] | None]:
@@ -168,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _child_command(
         parser, args.command, seed=args.seed, strict=args.strict, module=module, target=target
     )
-    env = _child_environment(args.seed, args.strict)
+    env = _child_environment(args.seed, args.strict, children=not args.no_children)
     if args.command == "run":
         return subprocess.run(command, env=env, check=False).returncode
     ignore = _patterns(parser, args.ignore)
@@ -233,12 +239,13 @@ def _usage_error(parser: argparse.ArgumentParser, name: str, message: str) -> No
     subparsers.choices[name].error(message)
 
 
-def _child_environment(seed: int, strict: bool) -> dict[str, str]:
+def _child_environment(seed: int, strict: bool, children: bool) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop(CHILD_SEED_VARIABLE, None)  # a run inside a run starts its own family
     env["PYTHONHASHSEED"] = str(hash_seed(seed))
     if strict:
         env[CUBLAS_VARIABLE] = CUBLAS_CONFIGS[0]
-    return env
+    return child_environment(env, seed) if children else env
 
 
 def _matches(pattern: str) -> list[str]:

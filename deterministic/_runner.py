@@ -11,6 +11,7 @@ import runpy
 import sys
 import traceback
 
+from ._children import CHILD_SEED_VARIABLE, watch_processes
 from ._scope import deterministic
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
@@ -41,6 +42,8 @@ def main(argv: list[str]) -> int:
     """
     seed, strict, mode, target, *arguments = argv
     config = deterministic(int(seed), deterministic_algorithms=True if strict == "1" else None)
+    if os.environ.get(CHILD_SEED_VARIABLE):
+        watch_processes(int(seed))  # forked multiprocessing children too
     try:
         with config:
             if mode == "-m":

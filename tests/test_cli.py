@@ -339,3 +339,52 @@ def test_console_script_installed() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "versions" in json.loads(result.stdout)
+
+
+CHILDREN = textwrap.dedent(
+    """
+    import multiprocessing as mp, os, random, subprocess, sys
+    import numpy as np
+
+    def work(queue):
+        queue.put((mp.current_process().name, random.random(), float(np.random.rand())))
+
+    if __name__ == "__main__":
+        out = {}
+        for method in ("spawn", "forkserver"):
+            context = mp.get_context(method)
+            queue = context.Queue()
+            processes = [context.Process(target=work, args=(queue,)) for _ in range(2)]
+            for process in processes:
+                process.start()
+            out[method] = sorted(queue.get() for _ in processes)
+            for process in processes:
+                process.join()
+        code = "import os, random; print(random.random(), os.environ.get('OWN_SITECUSTOMIZE'))"
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        out["subprocess"] = child.stdout
+        print(out)
+    """
+)
+
+
+def test_run_seeds_spawned_children(tmp_path: Path) -> None:
+    """Under run, spawn and forkserver children and Python subprocesses draw the same in every run."""
+    program = tmp_path / "children.py"
+    program.write_text(CHILDREN)
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "sitecustomize.py").write_text("import os\nos.environ['OWN_SITECUSTOMIZE'] = 'ran'\n")
+    env = {**os.environ, "PYTHONPATH": str(own)}
+    runs = [cli("run", "--seed", "3", str(program), cwd=tmp_path, env=env) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout
+    assert "ran" in runs[0].stdout  # the environment's own sitecustomize still runs in children
+    assert "Error in sitecustomize" not in runs[0].stderr
+    children = eval(runs[0].stdout)  # our own script's repr
+    spawned = [draws for _, *draws in children["spawn"]]
+    assert spawned[0] != spawned[1]  # each process has its own stream
+    other = cli("run", "--seed", "4", str(program), cwd=tmp_path, env=env)
+    assert other.stdout != runs[0].stdout
+    free = [cli("run", "--seed", "3", "--no-children", str(program), cwd=tmp_path, env=env) for _ in range(2)]
+    assert free[0].stdout != free[1].stdout  # opted out: children seed themselves from OS entropy

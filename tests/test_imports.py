@@ -22,7 +22,7 @@ def run(code: str) -> str:
 
 
 def test_import_loads_neither_torch_nor_numpy() -> None:
-    """`import deterministic` imports neither torch, NumPy, Lightning, transformers nor slow stdlib modules."""
+    """`import deterministic` imports no torch, NumPy, Lightning, transformers or slow stdlib module."""
     out = run(
         """
         import sys, deterministic

@@ -1,0 +1,1 @@
+"""The directory ``run`` puts on children's ``PYTHONPATH``: its ``sitecustomize`` seeds them."""
