@@ -22,5 +22,7 @@ finally:
     del sys.modules["sitecustomize"]
     try:  # the environment's own, now that this one is off the path
         importlib.import_module("sitecustomize")
-    except ImportError:
+    except ModuleNotFoundError as error:
+        if error.name != "sitecustomize":
+            raise
         sys.modules["sitecustomize"] = _this  # the import system expects to find this module
