@@ -50,6 +50,25 @@ def _end_page(namespace: dict[str, Any]) -> None:
     assert not _scope._STACK, f"a documentation page left scopes open: {_scope._STACK}"
 
 
+class _UnrunPage(pytest.File):
+    """A page collected where its blocks cannot run: one skipped item says why."""
+
+    def collect(self) -> list[pytest.Item]:
+        return [_UnrunBlocks.from_parent(self, name="blocks")]
+
+
+class _UnrunBlocks(pytest.Item):
+    def runtest(self) -> None:
+        pytest.skip("the documentation pages run where torch and the test extras are installed")
+
+
+def _unrun_page(file_path: Any, parent: pytest.Collector) -> pytest.Collector | None:
+    relative = os.path.relpath(file_path, parent.config.rootpath)
+    if relative == "README.md" or (os.path.dirname(relative) == "docs" and relative.endswith(".md")):
+        return _UnrunPage.from_parent(parent, path=file_path)
+    return None
+
+
 if Sybil is not None and importlib.util.find_spec("torch") is not None:
     pytest_collect_file = Sybil(
         parsers=[PythonCodeBlockParser(), SkipParser()],
@@ -57,6 +76,8 @@ if Sybil is not None and importlib.util.find_spec("torch") is not None:
         setup=_start_page,
         teardown=_end_page,
     ).pytest()
+else:
+    pytest_collect_file = _unrun_page
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
