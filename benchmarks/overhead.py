@@ -229,6 +229,48 @@ def cuda_rows(rows: dict[str, Row]) -> dict[str, Any]:
     return {"available": True, "devices": count, "scope_synchronises": synchronised}
 
 
+def cnn_step_cost(steps: int, rounds: int) -> dict[str, float]:
+    """The cost of one scope around each training step of a small CNN on CUDA, as a share of the step."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(0.2),
+        torch.nn.Linear(32, 10),
+    ).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    images = torch.randn(64, 3, 32, 32, device="cuda")
+    labels = torch.randint(0, 10, (64,), device="cuda")
+    config = deterministic(0)
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def run(scoped: bool) -> float:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            if scoped:
+                with config:
+                    step()
+            else:
+                step()
+        torch.cuda.synchronize()
+        return (time.perf_counter() - start) / steps * 1e6
+
+    run(False)
+    run(True)  # warm-up: cuDNN plans, allocator
+    plain = statistics.median(run(False) for _ in range(rounds))
+    scoped = statistics.median(run(True) for _ in range(rounds))
+    return {"step_us": plain, "scoped_step_us": scoped, "overhead_percent": (scoped - plain) / plain * 100}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few iterations (CI smoke run)")
@@ -249,6 +291,8 @@ def main() -> int:
     if lightning is not None:
         rows["Lightning isolate_rng + seed_everything"] = lightning
     cuda = cuda_rows(rows)
+    if cuda["available"]:
+        cuda["cnn_step"] = cnn_step_cost(50 if args.quick else 200, 3 if args.quick else 7)
 
     medians = time_rows(rows, iterations, rounds)
     floor_us = medians["floor: 9 public calls"]
@@ -309,6 +353,11 @@ def main() -> int:
     if cuda["available"]:
         print(
             f"CUDA: {cuda['devices']} device(s); a scope synchronises a device: {cuda['scope_synchronises']}"
+        )
+        cnn = cuda["cnn_step"]
+        print(
+            f"CUDA: small CNN training step {cnn['step_us']:.0f} us, with a scope around it "
+            f"{cnn['scoped_step_us']:.0f} us: {cnn['overhead_percent']:+.2f} % per step"
         )
     else:
         print("CUDA: not available, no CUDA rows")

@@ -59,11 +59,25 @@ def _parser() -> argparse.ArgumentParser:
         prog="deterministic",
         description="Check and run Python programs for reproducibility.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{doctor,run,check}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{doctor,run,check,selftest}")
 
     doctor = commands.add_parser("doctor", help="report versions, RNG sources, flags and hazards")
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
-    doctor.add_argument("--strict", action="store_true", help="exit 1 when any hazard is found")
+    doctor.add_argument(
+        "--strict", action="store_true", help="exit 1 when a hazard the environment can fix is found"
+    )
+
+    selftest = commands.add_parser(
+        "selftest",
+        help="run the library's correctness probes on CPU and every accelerator, each in a fresh process",
+    )
+    selftest.add_argument("--json", action="store_true", help="print one JSON object")
+    selftest.add_argument(
+        "--device",
+        choices=("cuda", "mps", "xpu", "all"),
+        default="all",
+        help="which accelerators (default all)",
+    )
 
     for name, help_text in (
         ("run", "run a script or module under a seed, in a fresh interpreter"),
@@ -171,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     if args.command == "doctor":
         return _doctor(args.json, args.strict)
+    if args.command == "selftest":
+        from ._selftest import main as selftest  # noqa: PLC0415 - only this command needs it
+
+        return selftest(args.json, args.device)
     command = _child_command(
         parser, args.command, seed=args.seed, strict=args.strict, module=module, target=target
     )
