@@ -2,6 +2,7 @@
 
 from ._distributed import rank_seed, shared_seed, synchronize
 from ._loading import dataloader_kwargs, seed_worker
+from ._samples import SampleKey, SeededDataset, SeededSampler
 from ._scope import Scope, deterministic
 from ._seeds import derive_seed
 from ._snapshot import RNGState, restore, snapshot
@@ -11,7 +12,11 @@ from ._wrappers import seeded
 
 __all__ = [
     "RNGState",
+    "SampleKey",
     "Scope",
+    "SeededDataLoader",
+    "SeededDataset",
+    "SeededSampler",
     "__version__",
     "dataloader_kwargs",
     "derive_seed",
@@ -26,3 +31,12 @@ __all__ = [
     "synchronize",
     "unregister_source",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Re-export ``SeededDataLoader`` on first use: it subclasses torch's DataLoader, so it imports torch."""
+    if name == "SeededDataLoader":
+        from ._seeded_loader import SeededDataLoader  # noqa: PLC0415 - keeps `import deterministic` light
+
+        return SeededDataLoader
+    raise AttributeError(f"module 'deterministic' has no attribute {name!r}")
