@@ -476,6 +476,22 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"{type(self).__name__} objects are immutable")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt through the constructor, so that configurations travel to spawned workers.
+        flags = self._flags
+        return (
+            _rebuild,
+            (
+                self._seed,
+                flags.cudnn_deterministic,
+                flags.cudnn_benchmark,
+                flags.cudnn_enabled,
+                flags.deterministic_algorithms,
+                flags.fill_uninitialized_memory,
+                self.sources,
+            ),
+        )
+
     @property
     def seed(self) -> int | None:
         """The effective seed, or ``None`` when each entry draws a fresh one."""
@@ -599,3 +615,24 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
         from ._wrappers import decorate  # noqa: PLC0415 - the wrappers build on this module
 
         return decorate(self, wrapped)
+
+
+def _rebuild(  # noqa: PLR0917 - mirrors the constructor's keywords, in order
+    seed: int | None,
+    cudnn_deterministic: bool | None,
+    cudnn_benchmark: bool | None,
+    cudnn_enabled: bool | None,
+    deterministic_algorithms: AlgorithmsMode,
+    fill_uninitialized_memory: bool | None,
+    sources: tuple[str, ...] | None,
+) -> deterministic:
+    """Unpickle a configuration (see ``deterministic.__reduce__``)."""
+    return deterministic(
+        seed,
+        cudnn_deterministic=cudnn_deterministic,
+        cudnn_benchmark=cudnn_benchmark,
+        cudnn_enabled=cudnn_enabled,
+        deterministic_algorithms=deterministic_algorithms,
+        fill_uninitialized_memory=fill_uninitialized_memory,
+        sources=sources,
+    )

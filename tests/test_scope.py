@@ -320,3 +320,13 @@ def test_interleaved_async_with_detected() -> None:
     assert "out of order" in str(results[0])
     assert results[1] is None
     assert full_state() == before
+
+
+def test_configuration_pickles() -> None:
+    """A configuration survives pickling (it travels to spawned DataLoader workers) and stays equal."""
+    import pickle
+
+    for config in (deterministic(3, deterministic_algorithms="warn", sources=("random",)), deterministic(None)):
+        copy = pickle.loads(pickle.dumps(config))
+        assert copy == config
+        assert copy.sources == config.sources and copy.deterministic_algorithms == config.deterministic_algorithms
