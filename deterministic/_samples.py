@@ -11,7 +11,7 @@ middle of an epoch by skipping the keys already handed out.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections import namedtuple
 
 from ._scope import close_scope, deterministic, open_scope
 from ._seeds import SeedLike, derive_seed, draw_fresh_seed, resolve_seed
@@ -24,11 +24,20 @@ if TYPE_CHECKING:
 __all__ = ["SampleKey", "SeededDataset", "SeededSampler", "order_seed", "sample_seed"]
 
 
-class SampleKey(NamedTuple):
-    """The unit of per-sample randomness: an item of ``index`` in ``epoch``."""
+if TYPE_CHECKING:
+    from typing import NamedTuple
 
-    epoch: int
-    index: int  # type: ignore[assignment]  # the name the API promises; it shadows tuple.index
+    class SampleKey(NamedTuple):
+        """The unit of per-sample randomness: an item of ``index`` in ``epoch``."""
+
+        epoch: int
+        index: int  # type: ignore[assignment]  # the name the API promises; it shadows tuple.index
+
+else:
+    # collections.namedtuple is what typing.NamedTuple builds, without importing typing.
+    SampleKey = namedtuple("SampleKey", ["epoch", "index"])
+    SampleKey.__doc__ = "The unit of per-sample randomness: an item of ``index`` in ``epoch``."
+    SampleKey.__module__ = "deterministic"
 
 
 def _effective(seed: SeedLike) -> int:
