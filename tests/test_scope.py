@@ -326,7 +326,9 @@ def test_configuration_pickles() -> None:
     """A configuration survives pickling (it travels to spawned DataLoader workers) and stays equal."""
     import pickle
 
-    for config in (deterministic(3, deterministic_algorithms="warn", sources=("random",)), deterministic(None)):
+    configs = (deterministic(3, deterministic_algorithms="warn", sources=("random",)), deterministic(None))
+    for config in configs:
         copy = pickle.loads(pickle.dumps(config))
         assert copy == config
-        assert copy.sources == config.sources and copy.deterministic_algorithms == config.deterministic_algorithms
+        assert copy.sources == config.sources
+        assert copy.deterministic_algorithms == config.deterministic_algorithms
