@@ -126,9 +126,11 @@ def _leave_compiled_code() -> None:
     Dynamo would otherwise try to trace the scope machinery and warn about the builtins
     it meets. An explicit graph break is silent, and the values are eager's.
     """
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.compiler.is_compiling():
-        torch._dynamo.graph_break()
+    # Nothing can be compiling before Dynamo is imported (torch imports it lazily), and
+    # touching torch._dynamo here would import it. torch < 2.3 lacks torch.compiler.is_compiling.
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None and dynamo.is_compiling():
+        dynamo.graph_break()
 
 
 def _current_owner() -> tuple[ThreadToken, object]:
