@@ -301,6 +301,20 @@ def _loader_batches(loader: Any, skip: int = 0) -> list[list[float]]:
     return batches
 
 
+def _stop_and_resume(build: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    """An epoch uninterrupted; and 3 batches, a state_dict, and the rest from a new loader loading it."""
+    with outside_state_restored():
+        uninterrupted = _loader_batches(build())
+        first = build()
+        iterator = iter(first)
+        head = [next(iterator)[0].flatten().tolist() for _ in range(3)]
+        state = first.state_dict()
+        resumed = build()
+        resumed.load_state_dict(state)
+        tail = _loader_batches(resumed)
+    return uninterrupted, head, tail
+
+
 @pytest.mark.torch
 def test_torchdata_stateful_loader_resumes_seeded_streams_exactly() -> None:
     """StatefulDataLoader over SeededDataset + SeededSampler resumes exactly through its own state_dict."""
@@ -311,15 +325,7 @@ def test_torchdata_stateful_loader_resumes_seeded_streams_exactly() -> None:
             SeededDataset(GlobalNoise(), 5), sampler=SeededSampler(range(32), 5), batch_size=4, num_workers=2
         )
 
-    with outside_state_restored():
-        uninterrupted = _loader_batches(build())
-        first = build()
-        iterator = iter(first)
-        head = [next(iterator)[0].flatten().tolist() for _ in range(3)]
-        state = first.state_dict()
-        resumed = build()
-        resumed.load_state_dict(state)
-        tail = _loader_batches(resumed)
+    uninterrupted, head, tail = _stop_and_resume(build)
     assert head + tail == uninterrupted
 
 
@@ -334,15 +340,7 @@ def test_torchdata_stateful_loader_alone_is_not_exact() -> None:
             GlobalNoise(), batch_size=4, shuffle=True, num_workers=2, generator=generator
         )
 
-    with outside_state_restored():
-        uninterrupted = _loader_batches(build())
-        first = build()
-        iterator = iter(first)
-        head = [next(iterator)[0].flatten().tolist() for _ in range(3)]
-        state = first.state_dict()
-        resumed = build()
-        resumed.load_state_dict(state)
-        tail = _loader_batches(resumed)
+    uninterrupted, head, tail = _stop_and_resume(build)
     assert head == uninterrupted[:3]
     assert len(tail) == len(uninterrupted) - 3  # the order resumes at the right batch ...
     assert tail != uninterrupted[3:]  # ... but the workers' augmentation does not
