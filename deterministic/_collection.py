@@ -12,7 +12,7 @@ that unsafe, and this module tells the wrappers when they may be inside one:
   allocation can deadlock on whatever the interrupted code holds.
 
 Scope operations themselves switch automatic collection off while they run (see
-``_scope.pause_gc``), so a collection never starts inside them.
+:func:`pause_gc`), so a collection never starts inside them.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ TYPE_CHECKING = False  # typing is not imported at run time: it costs millisecon
 if TYPE_CHECKING:
     from types import FrameType
     from typing import Any
-
-    from ._lock import ThreadToken
 
 __all__ = [
     "TORCH_GENERATOR_METHODS",
@@ -63,11 +61,13 @@ TORCH_GENERATOR_METHODS = frozenset(
     }
 )
 
-#: The thread that switched automatic collection off with :func:`pause_gc`, while it is off.
-paused_by: ThreadToken | None = None
+#: The ident of the thread that switched automatic collection off with :func:`pause_gc`,
+#: while it is off. (An ident is enough here: it is only compared in a forked child, with
+#: the forking thread's, which was alive at the fork.)
+paused_by: int | None = None
 
 
-def pause_gc(token: ThreadToken) -> bool:
+def pause_gc() -> bool:
     """Switch automatic garbage collection off for one scope operation or snapshot.
 
     A collection can start at any allocation and run finalisers, including those of
@@ -76,16 +76,13 @@ def pause_gc(token: ThreadToken) -> bool:
     torch's ``Generator.get_state`` (which allocates while holding the generator's
     mutex) such a finaliser deadlocks. Pausing costs two C calls.
 
-    Args:
-        token: The calling thread's token.
-
     Returns:
         Whether it was switched off here (pass it to :func:`resume_gc`).
     """
     global paused_by
     if gc.isenabled():
         gc.disable()
-        paused_by = token
+        paused_by = _thread.get_ident()
         return True
     return False
 

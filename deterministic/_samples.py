@@ -80,6 +80,22 @@ def _check_int(value: object, name: str, low: int = 0) -> int:
     return value
 
 
+def _check_progress(state: object, owner: str, counter: str, limit: int) -> tuple[int, int]:
+    """Validate ``{"epoch": e, counter: n}`` with ``n <= limit``; return ``(e, n)``.
+
+    Raises:
+        TypeError: If it is not a dict of exactly those two ints.
+        ValueError: If a value is negative or ``n`` exceeds ``limit``.
+    """
+    if not isinstance(state, dict) or set(state) != {"epoch", counter}:
+        raise TypeError(f"a {owner} state is a dict with exactly the keys 'epoch' and {counter!r}")
+    epoch = _check_int(state["epoch"], "epoch")
+    count = _check_int(state[counter], counter)
+    if count > limit:
+        raise ValueError(f"{counter} {count} is beyond the {limit} per epoch")
+    return epoch, count
+
+
 class SeededDataset:
     """A map-style dataset whose items are computed inside a scope seeded by their key.
 
@@ -287,12 +303,7 @@ class SeededSampler:
             TypeError: If it is not such a dict of ints.
             ValueError: If the position is beyond the epoch.
         """
-        if not isinstance(state, dict) or set(state) != {"epoch", "position"}:
-            raise TypeError("a SeededSampler state is a dict with exactly the keys 'epoch' and 'position'")
-        epoch = _check_int(state["epoch"], "epoch")
-        position = _check_int(state["position"], "position")
-        if position > len(self):
-            raise ValueError(f"position {position} is beyond this rank's {len(self)} keys per epoch")
+        epoch, position = _check_progress(state, "SeededSampler", "position", len(self))
         self.epoch, self.position = epoch, position
 
 

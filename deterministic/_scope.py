@@ -7,6 +7,7 @@ ever stored on the configuration, so nesting, recursion and re-use are safe.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 import warnings
@@ -184,6 +185,19 @@ def open_scope(
         Busy: If ``blocking`` is false and another thread holds the scope lock.
     """
     _leave_compiled_code()
+    return _open(config, seed, resume, owner=owner, exclude=exclude, blocking=blocking)
+
+
+def _open(
+    config: deterministic,
+    seed: int | None = None,
+    resume: dict[Part, Any] | None = None,
+    *,
+    owner: object = None,
+    exclude: frozenset[str] | None = None,
+    blocking: bool = True,
+) -> Scope:
+    """Open a scope as :func:`open_scope` does, without the graph-break check (the caller made it)."""
     if seed is None:
         seed = config._seed if config._seed is not None else draw_fresh_seed()
     token = current_token()
@@ -191,7 +205,7 @@ def open_scope(
         _LOCK.acquire(token)
     elif not _LOCK.try_acquire(token):
         raise Busy
-    paused = pause_gc(token)
+    paused = pause_gc()
     try:
         scope = Scope(config, seed, owner)
         _start(scope, _parts(config, exclude), resume)
@@ -249,7 +263,12 @@ def close_scope(scope: Scope, keep: bool = False) -> dict[Part, Any] | None:
             left as if both scopes had exited in order.
     """
     _leave_compiled_code()
-    paused = pause_gc(current_token())
+    return _close_paused(scope, keep)
+
+
+def _close_paused(scope: Scope, keep: bool = False) -> dict[Part, Any] | None:
+    """Close a scope as :func:`close_scope` does, without the graph-break check (the caller made it)."""
+    paused = pause_gc()
     try:
         return _close(scope, keep)
     finally:
@@ -365,7 +384,8 @@ def _close_all(scopes: list[Scope]) -> BaseException | None:
     failure = None
     for scope in reversed(scopes):
         usable = {part: state for part, state in scope._saved.items() if part.available()}
-        failure = failure or restore_all(usable)
+        restore_failure = restore_all(usable)  # every scope is attempted, whatever failed before
+        failure = failure or restore_failure
     return failure
 
 
@@ -398,7 +418,7 @@ def _reset_after_fork() -> None:
         _STACK.clear()
         _close_all(scopes)
         _LOCK.reset()
-    if _collection.paused_by not in (None, token):
+    if _collection.paused_by not in (None, _thread.get_ident()):
         resume_gc(True)  # switched off by a thread of the parent that will never switch it on
 
 
@@ -559,8 +579,8 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
         Returns:
             The per-entry :class:`Scope`; its ``seed`` is the effective seed.
         """
-        _leave_compiled_code()
-        return open_scope(self, owner=_current_owner())
+        _leave_compiled_code()  # before _current_owner, which Dynamo cannot trace
+        return _open(self, owner=_current_owner())
 
     def __exit__(
         self,
@@ -573,8 +593,8 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
         Raises:
             RuntimeError: If no such scope is active, or it is not the innermost one.
         """
-        _leave_compiled_code()
-        close_scope(self._innermost_entry())
+        _leave_compiled_code()  # before _innermost_entry, which Dynamo cannot trace
+        _close_paused(self._innermost_entry())
 
     async def __aenter__(self) -> Scope:
         """Enter a new scope; other tasks see the scoped state while this one awaits.

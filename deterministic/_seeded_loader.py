@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ._samples import SeededDataset, SeededSampler, _check_int, _effective
+from ._samples import SeededDataset, SeededSampler, _check_int, _check_progress, _effective
 from ._seeds import SeedLike, derive_seed
 
 TYPE_CHECKING = False
@@ -128,12 +128,7 @@ class SeededDataLoader(DataLoader):  # type: ignore[type-arg]
             TypeError: If it is not such a dict of ints.
             ValueError: If ``b`` is beyond the epoch's batches.
         """
-        if not isinstance(state, dict) or set(state) != {"epoch", "batches"}:
-            raise TypeError("a SeededDataLoader state is a dict with exactly the keys 'epoch' and 'batches'")
-        epoch = _check_int(state["epoch"], "epoch")
-        batches = _check_int(state["batches"], "batches")
-        if batches > len(self):
-            raise ValueError(f"batches {batches} is beyond the {len(self)} batches of an epoch")
+        epoch, batches = _check_progress(state, "SeededDataLoader", "batches", len(self))
         self.seeded_sampler.load_state_dict({"epoch": epoch, "position": 0})
         self.seeded_dataset.set_epoch(epoch)
         self._handed_out = batches

@@ -6,7 +6,6 @@ import contextlib
 import warnings
 
 from ._collection import pause_gc, resume_gc
-from ._lock import current_token
 from ._sources import SOURCES, AcceleratorSource, loaded_module, restore_all, select_sources
 from ._sources._custom import is_plain_data
 from ._sources._data import expect_fields, expect_int
@@ -229,7 +228,7 @@ def snapshot(sources: Iterable[str] | None = None) -> RNGState:
     for source in selected if selected is not None else tuple(SOURCES.values()):
         if not source.available() or not hasattr(source, "to_data"):
             continue
-        paused = pause_gc(current_token())  # see pause_gc: no finaliser inside get_state
+        paused = pause_gc()  # see pause_gc: no finaliser inside get_state
         try:
             state = source.capture()
         finally:
@@ -364,7 +363,7 @@ def install_from_rank(state: RNGState) -> None:
 
 def _install(plan: list[tuple[Source, Any]]) -> None:
     """Install planned states atomically: roll back what was installed if one fails."""
-    paused = pause_gc(current_token())  # see pause_gc: no finaliser inside get_state
+    paused = pause_gc()  # see pause_gc: no finaliser inside get_state
     try:
         previous = {source: source.capture() for source, _ in plan}
         installed: dict[Any, Any] = {}

@@ -204,3 +204,39 @@ def test_fork_from_thread_without_the_scope_continues_from_saved_state() -> None
     child_state = pickle.loads(b"".join(chunks))
     assert child_state == before
     assert full_state() == before
+
+
+def test_thread_end_restores_every_scope_even_when_one_restore_fails() -> None:
+    """A failing restore in an inner scope of an ended thread does not stop the outer scopes' restores."""
+    import warnings
+
+    from deterministic import register_source, unregister_source
+
+    captured = iter(["outer", "inner"])
+    restored: list[str] = []
+
+    def restore(state: str) -> None:
+        restored.append(state)
+        if state == "inner":
+            raise OSError("cannot restore the inner state")
+
+    register_source("fragile", lambda: next(captured), lambda seed: None, restore)
+    before = full_state()
+
+    def leave_two_open() -> None:
+        deterministic(1).__enter__()
+        draws()
+        deterministic(2).__enter__()
+        draws()
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            thread = threading.Thread(target=leave_two_open, name="fragile-worker")
+            thread.start()
+            thread.join()
+    finally:
+        unregister_source("fragile")
+    assert restored == ["inner", "outer"]
+    assert full_state() == before
+    assert any("except where restoring failed" in str(w.message) for w in caught)

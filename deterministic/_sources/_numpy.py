@@ -106,7 +106,7 @@ class NumpySource:
         if state_object._bit_generator is not bit_generator:
             mtrand.set_bit_generator(bit_generator)  # acts on mtrand._rand, just put back
         if raw is not None:
-            layout = self._layout
+            layout = self._resolve(numpy_random)  # None if the fast paths were switched off meanwhile
             address = None if layout is None else layout.mt_address(state_object, bit_generator)
             if address is not None:
                 with bit_generator.lock:

@@ -97,7 +97,7 @@ class PythonRandomSource:
         if raw is None:
             generator.setstate(rest)
             return
-        layout = self._layout
+        layout = self._resolve()  # None if the fast paths were switched off since the capture
         if layout is not None and type(generator) is layout.kind:
             layout.write(generator, raw)
             generator.gauss_next = rest
