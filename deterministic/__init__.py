@@ -10,7 +10,10 @@ from ._sources import register_source, unregister_source
 from ._version import __version__
 from ._wrappers import seeded
 
+TYPE_CHECKING = False
+
 __all__ = [
+    "Divergence",
     "RNGState",
     "SampleKey",
     "Scope",
@@ -20,6 +23,7 @@ __all__ = [
     "__version__",
     "dataloader_kwargs",
     "derive_seed",
+    "first_divergence",
     "deterministic",
     "rank_seed",
     "register_source",
@@ -29,14 +33,28 @@ __all__ = [
     "shared_seed",
     "snapshot",
     "synchronize",
+    "trace",
     "unregister_source",
 ]
 
 
+if TYPE_CHECKING:
+    from ._seeded_loader import SeededDataLoader
+    from ._trace import Divergence, first_divergence, trace
+
+
 def __getattr__(name: str) -> object:
-    """Re-export ``SeededDataLoader`` on first use: it subclasses torch's DataLoader, so it imports torch."""
+    """Re-export ``SeededDataLoader`` and the tracer on first use, keeping ``import deterministic`` light.
+
+    ``SeededDataLoader`` subclasses torch's DataLoader, so it imports torch; the tracer's
+    modules cost milliseconds to import and are only needed by those who trace.
+    """
     if name == "SeededDataLoader":
-        from ._seeded_loader import SeededDataLoader  # noqa: PLC0415 - keeps `import deterministic` light
+        from ._seeded_loader import SeededDataLoader  # noqa: PLC0415
 
         return SeededDataLoader
+    if name in ("Divergence", "first_divergence", "trace"):
+        from . import _trace  # noqa: PLC0415
+
+        return getattr(_trace, name)
     raise AttributeError(f"module 'deterministic' has no attribute {name!r}")

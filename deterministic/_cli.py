@@ -118,6 +118,17 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="REGEX",
                 help="drop output lines matching REGEX before comparing (repeatable)",
             )
+            command.add_argument(
+                "--trace",
+                action="store_true",
+                help="record every torch op of each run and report the first op, module and line "
+                "where the runs differ, and why",
+            )
+            command.add_argument(
+                "--trace-dir",
+                metavar="DIR",
+                help="where --trace writes run1.dtrace, run2.dtrace, ... (default: a new temporary directory)",
+            )
         # Shown in the help; the parsing of -m and the target is done by _split_target.
         command.add_argument("-m", dest="module", metavar="module", help="run a module, like python -m")
         command.add_argument("target", nargs="*", help="the script and its arguments")
@@ -125,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 #: Options of run and check that take a value (needed to find where the target begins).
-_VALUED = ("--seed", "--runs", "--compare", "--ignore")  # --strict and --no-children take none
+_VALUED = ("--seed", "--runs", "--compare", "--ignore", "--trace-dir")  # the flags take none
 
 
 def _split_target(argv: list[str]) -> tuple[list[str], str | None, list[str] | None]:
@@ -196,7 +207,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return subprocess.run(command, env=env, check=False).returncode
     ignore = _patterns(parser, args.ignore)
-    return _check(command, env, seed=args.seed, runs=args.runs, compare=args.compare, ignore=ignore)
+    traces = None
+    if args.trace or args.trace_dir is not None:
+        traces = _trace_paths(parser, args.trace_dir, args.runs)
+    return _check(
+        command, env, seed=args.seed, runs=args.runs, compare=args.compare, ignore=ignore, traces=traces
+    )
+
+
+def _trace_paths(parser: argparse.ArgumentParser, directory: str | None, runs: int) -> list[str]:
+    """The trace file of each run, in ``directory`` (made if missing) or a new temporary one."""
+    import importlib.util  # noqa: PLC0415 - only check --trace needs it
+
+    if importlib.util.find_spec("torch") is None:
+        _usage_error(parser, "check", "--trace records torch operator calls, and torch is not installed")
+    if directory is None:
+        import tempfile  # noqa: PLC0415 - only check --trace needs it
+
+        directory = tempfile.mkdtemp(prefix="deterministic-trace-")
+    else:
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as error:
+            _usage_error(parser, "check", f"--trace-dir {directory!r} cannot be used: {error.strerror}")
+    return [os.path.join(directory, f"run{run + 1}.dtrace") for run in range(runs)]
 
 
 def _patterns(parser: argparse.ArgumentParser, expressions: list[str]) -> list[re.Pattern[str]]:
@@ -312,16 +346,26 @@ def _check(
     runs: int,
     compare: list[str],
     ignore: list[re.Pattern[str]],
+    traces: list[str] | None = None,
 ) -> int:
-    """Run ``command`` ``runs`` times; compare stdout and the ``compare`` files with the first run."""
-    print(f"check: effective seed {seed}, {runs} runs", flush=True)
+    """Run ``command`` ``runs`` times; compare stdout and the ``compare`` files with the first run.
+
+    With ``traces`` (a file per run), each run is traced, and the first difference
+    between the traces is reported before the outputs are compared.
+    """
+    print(f"check: effective seed {seed}, {runs} runs{', traced' if traces else ''}", flush=True)
     outputs: list[dict[str, bytes]] = []
     for run in range(runs):
         for pattern in compare:
             for path in _matches(pattern):
                 if os.path.exists(path):
                     os.remove(path)
-        result = subprocess.run(command, env=env, stdout=subprocess.PIPE, check=False)
+        run_env = env
+        if traces is not None:
+            from ._runner import TRACE_VARIABLE  # noqa: PLC0415 - only check --trace needs it
+
+            run_env = {**env, TRACE_VARIABLE: traces[run]}
+        result = subprocess.run(command, env=run_env, stdout=subprocess.PIPE, check=False)
         sys.stdout.flush()
         if result.returncode != 0:
             print(f"run {run + 1} exited with status {result.returncode}", file=sys.stderr)
@@ -330,17 +374,57 @@ def _check(
         if written is None:
             return 1
         outputs.append({"<stdout>": _shown_lines(result.stdout, ignore), **written})
+    if traces is not None:
+        return _check_traces(traces, outputs)
+    difference = _output_difference(outputs)
+    if difference is not None:
+        print(difference)
+        return 1
+    print(f"reproducible: {runs} runs, {len(outputs[0])} output(s) identical")
+    return 0
+
+
+def _output_difference(outputs: list[dict[str, bytes]]) -> str | None:
+    """How the first run's outputs and a later run's first differ, or ``None``."""
     for run, files in enumerate(outputs[1:], start=2):
         if set(files) != set(outputs[0]):
             only = sorted(set(files) ^ set(outputs[0]))
-            print(f"not reproducible: run 1 and run {run} wrote different files: {', '.join(only)}")
-            return 1
+            return f"not reproducible: run 1 and run {run} wrote different files: {', '.join(only)}"
         for name, content in files.items():
             first = outputs[0][name]
             if content != first:
-                print(_first_difference(name, first, content, run))
-                return 1
-    print(f"reproducible: {runs} runs, {len(outputs[0])} output(s) identical")
+                return _first_difference(name, first, content, run)
+    return None
+
+
+def _check_traces(traces: list[str], outputs: list[dict[str, bytes]]) -> int:
+    """Report the first divergence between run 1's trace and a later one's, else compare outputs."""
+    from ._trace import first_divergence  # noqa: PLC0415 - only check --trace needs it
+    from ._trace._comparing import alerts_of  # noqa: PLC0415
+    from ._trace._reporting import short_location  # noqa: PLC0415
+
+    for run, path in enumerate(traces[1:], start=2):
+        divergence = first_divergence(traces[0], path)
+        if divergence is not None:
+            print(f"not reproducible: the traces of run 1 and run {run} differ")
+            print(divergence)
+            return 1
+    difference = _output_difference(outputs)
+    alerts = alerts_of(traces[0])
+    if alerts:
+        print("torch flagged these ops as nondeterministic on this device (warn_only alerts):")
+        for alert in alerts:
+            print(f"  - {alert.op} at {short_location(alert.location)}: {alert.message}")
+    if difference is not None:
+        print(
+            "the traces match: every torch op consumed and produced the same values in every run, "
+            "so the difference arose outside torch ops (Python-level randomness, time, I/O)"
+        )
+        print(difference)
+        print(f"traces: {', '.join(traces)}")
+        return 1
+    print(f"reproducible: {len(traces)} runs, {len(outputs[0])} output(s) identical, traces identical")
+    print(f"traces: {', '.join(traces)}")
     return 0
 
 

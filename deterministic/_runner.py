@@ -6,6 +6,7 @@ Invoked as ``python -m deterministic._runner SEED STRICT -- script.py [args]`` o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
 import sys
@@ -18,7 +19,10 @@ TYPE_CHECKING = False  # typing is not imported at run time: it costs millisecon
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["main"]
+__all__ = ["TRACE_VARIABLE", "main"]
+
+#: Set by ``check --trace``: the file to trace the target's torch operator calls into.
+TRACE_VARIABLE = "DETERMINISTIC_TRACE_FILE"
 
 
 def _from_target(tb: TracebackType | None, target: str) -> TracebackType | None:
@@ -44,8 +48,14 @@ def main(argv: list[str]) -> int:
     config = deterministic(int(seed), deterministic_algorithms=True if strict == "1" else None)
     if os.environ.get(CHILD_SEED_VARIABLE):
         watch_processes(int(seed))  # forked multiprocessing children too
+    trace_path = os.environ.pop(TRACE_VARIABLE, None)  # the target's own children are not traced
+    tracing: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if trace_path:
+        from ._trace import trace  # noqa: PLC0415 - imports torch; only check --trace needs it
+
+        tracing = trace(trace_path)
     try:
-        with config:
+        with tracing, config:
             if mode == "-m":
                 sys.argv = [target, *arguments]
                 runpy.run_module(target, run_name="__main__", alter_sys=True)

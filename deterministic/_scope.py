@@ -33,12 +33,44 @@ if TYPE_CHECKING:
     #: Sources and the flag settings share one protocol; a scope calls them "parts".
     Part = Any
 
-__all__ = ["Busy", "Scope", "close_scope", "deterministic", "open_scope"]
+__all__ = ["Busy", "Scope", "close_scope", "deterministic", "observe", "open_scope"]
 
 _LOCK = ScopeLock()
 # The active scopes, innermost last. Only the thread that owns _LOCK touches it; every
 # scope on it holds one count of the lock, and so does a scope being entered.
 _STACK: list[Scope] = []
+# Callbacks told of every entry and exit (the tracer records them); empty almost always.
+_OBSERVERS: list[Callable[[str, Scope], None]] = []
+
+
+def observe(callback: Callable[[str, Scope], None]) -> Callable[[], None]:
+    """Call ``callback("enter" | "exit", scope)`` at every scope entry and exit, in the thread doing it.
+
+    The callback runs with the scope lock held and automatic GC paused, after an entry
+    has seeded everything and before an exit restores anything; it must not enter
+    scopes. An exception it raises becomes a ``RuntimeWarning``, never propagated.
+
+    Args:
+        callback: The function to call.
+
+    Returns:
+        A function that stops the calls.
+    """
+    _OBSERVERS.append(callback)
+
+    def stop() -> None:
+        if callback in _OBSERVERS:
+            _OBSERVERS.remove(callback)
+
+    return stop
+
+
+def _notify(event: str, scope: Scope) -> None:
+    for callback in tuple(_OBSERVERS):
+        try:
+            callback(event, scope)
+        except Exception as error:  # noqa: BLE001 - an observer must not break a scope
+            warnings.warn(f"scope observer {callback!r} raised {error!r}", RuntimeWarning, stacklevel=1)
 
 
 class Busy(Exception):  # noqa: N818 - a condition, not an error users see
@@ -210,6 +242,8 @@ def _open(
         scope = Scope(config, seed, owner)
         _start(scope, _parts(config, exclude), resume)
         _STACK.append(scope)
+        if _OBSERVERS:
+            _notify("enter", scope)
     except BaseException:
         _LOCK.release()
         raise
@@ -287,6 +321,8 @@ def _close(scope: Scope, keep: bool) -> dict[Part, Any] | None:
         )
     kept = None
     failure: BaseException | None = None
+    if _OBSERVERS:
+        _notify("exit", scope)
     try:
         if keep:
             kept = {part: part.capture() for part in scope._saved}

@@ -1,0 +1,112 @@
+"""What tracing costs: a small CNN's training step on CPU, traced against untraced.
+
+Prints the ratio of median step times (traced / untraced, measured in alternating
+rounds in one process), the trace's bytes per recorded op, and the resident memory
+of a long traced run sampled along the way (flat means the recorder keeps nothing
+per op in memory).
+
+    python benchmarks/trace.py            # 10,000-step memory run
+    python benchmarks/trace.py --quick    # CI smoke run: fewer steps
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from deterministic import deterministic, trace  # noqa: E402
+
+
+def make_model():
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.1),
+        nn.Linear(32 * 8 * 8, 10),
+    )
+
+
+def resident_bytes():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="a short run for CI: figures are rough")
+    parser.add_argument("--steps", type=int, default=None, help="steps of the memory run (default 10,000)")
+    options = parser.parse_args()
+    rounds, per_round = (5, 5) if options.quick else (15, 20)
+    long_steps = options.steps or (300 if options.quick else 10_000)
+    torch.set_num_threads(1)  # stable timings on a shared machine; the ratio is what matters
+
+    with deterministic(0):
+        model = make_model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        images = torch.randn(32, 3, 32, 32)
+        labels = torch.randint(0, 10, (32,))
+
+        def step():
+            loss = nn.functional.cross_entropy(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        for _ in range(5):
+            step()
+        directory = tempfile.mkdtemp(prefix="trace-bench-")
+        path = os.path.join(directory, "bench.dtrace")
+        untraced, traced = [], []
+        ops = 0
+        for _ in range(rounds):
+            for _ in range(per_round):
+                start = time.perf_counter()
+                step()
+                untraced.append(time.perf_counter() - start)
+            with trace(path) as recording:
+                for _ in range(per_round):
+                    start = time.perf_counter()
+                    step()
+                    traced.append(time.perf_counter() - start)
+            ops = recording.ops
+        per_op = os.path.getsize(path) / ops
+        base, with_trace = statistics.median(untraced), statistics.median(traced)
+        print(f"training step, small CNN, batch 32x3x32x32, CPU, 1 thread ({rounds}x{per_round} steps each)")
+        print(f"  untraced median  {base * 1e3:8.3f} ms")
+        print(f"  traced median    {with_trace * 1e3:8.3f} ms   ratio {with_trace / base:.2f}x")
+        print(f"  ops per step     {ops // per_round}")
+        print(f"  trace size       {per_op:.1f} bytes per op")
+
+        samples = []
+        with trace(path) as recording:
+            for number in range(1, long_steps + 1):
+                step()
+                if number % max(long_steps // 10, 1) == 0:
+                    samples.append((number, resident_bytes()))
+        size = os.path.getsize(path)
+        print(f"long traced run: {long_steps} steps, {recording.ops} ops, trace {size / 2**20:.1f} MiB")
+        for number, rss in samples:
+            print(f"  after {number:6d} steps: resident {rss / 2**20:8.1f} MiB")
+        first, last = samples[0][1], samples[-1][1]
+        print(
+            f"  growth from step {samples[0][0]} to {samples[-1][0]}: {(last - first) / 2**20:.1f} MiB "
+            f"({(last - first) / max(recording.ops, 1):.2f} bytes per op)"
+        )
+        os.remove(path)
+        os.rmdir(directory)
+
+
+if __name__ == "__main__":
+    main()

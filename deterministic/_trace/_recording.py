@@ -1,0 +1,617 @@
+"""Recording: ``with trace(path):`` writes every torch operator call of the block to a file.
+
+The recorder is a ``TorchDispatchMode``: it sees each operator call below autograd,
+forward and backward, with the tensors it consumes and produces. Module paths come
+from global forward hooks (which leave autograd's graph alone); ops run by autograd
+in backward are attributed through labels the hooks put on the graph's nodes.
+Scope entries and exits arrive through the scope module's observer hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+import sys
+import threading
+import warnings
+import weakref
+
+from .. import _scope
+from ._digesting import DigestCache, args_text, describe, digest_tensor
+from ._format import CHANGED, FRESH, NO_DIGEST, TAG_SHIFT, Writer, varint
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import CodeType, FrameType, TracebackType
+    from typing import Any
+
+__all__ = ["Recording", "trace"]
+
+#: The key of the module label on autograd nodes.
+MODULE_KEY = "deterministic.trace.module"
+#: How many recent digests count as "produced by a traced op" (a bounded memory).
+KNOWN_DIGESTS = 1 << 17
+#: Torch's words in a deterministic-algorithms alert.
+ALERT_TEXT = "does not have a deterministic implementation"
+
+# Roles of an operator's arguments.
+IN, OUT, WRITE, OVERWRITE = 0, 1, 2, 3
+
+#: In-place ops whose result does not depend on the values ``self`` held before.
+_OVERWRITING = frozenset(
+    {
+        "fill_",
+        "zero_",
+        "uniform_",
+        "normal_",
+        "random_",
+        "exponential_",
+        "geometric_",
+        "cauchy_",
+        "log_normal_",
+        "bernoulli_",
+        "copy_",
+    }
+)
+#: Ops whose outputs hold uninitialised memory: recorded without a digest.
+_UNINITIALIZED = frozenset(
+    {
+        "empty",
+        "empty_like",
+        "empty_strided",
+        "empty_permuted",
+        "new_empty",
+        "new_empty_strided",
+        "resize_",
+        "resize_as_",
+        "_empty_affine_quantized",
+        "_empty_per_channel_affine_quantized",
+    }
+)
+
+_ACTIVE: list[Recording] = []
+_ACTIVE_LOCK = threading.Lock()
+
+
+class _OpInfo:
+    """What the recorder needs to know about one operator overload, computed once."""
+
+    __slots__ = ("generator", "name", "positional", "random", "uninitialized", "writes", "keywords")
+
+    def __init__(self, func: Any, torch: Any) -> None:
+        schema = func._schema
+        base = schema.name.split("::", 1)[-1]
+        self.name = f"{schema.name}.{schema.overload_name}" if schema.overload_name else schema.name
+        self.uninitialized = base in _UNINITIALIZED
+        self.random = torch.Tag.nondeterministic_seeded in func.tags
+        self.generator: tuple[int, str] | None = None
+        self.writes = False
+        positional: list[tuple[int, int]] = []
+        keywords: list[tuple[str, int]] = []
+        for index, argument in enumerate(schema.arguments):
+            kind = str(argument.type)
+            if "Generator" in kind:
+                self.generator = (index, argument.name)
+                self.random = True
+            if "Tensor" not in kind:
+                continue
+            alias = argument.alias_info
+            role = IN
+            if argument.is_out:
+                role = OUT
+            elif alias is not None and alias.is_write:
+                role = OVERWRITE if base in _OVERWRITING and argument.name == "self" else WRITE
+            if role != IN:
+                self.writes = True
+            if argument.kwarg_only:
+                keywords.append((argument.name, role))
+            else:
+                positional.append((index, role))
+        self.positional = tuple(positional)
+        self.keywords = tuple(keywords)
+
+
+class Recording:
+    """One active trace: the file being written and what the recorder tracks.
+
+    Returned by ``with trace(path) as recording``.
+
+    Attributes:
+        path: The trace file.
+    """
+
+    def __init__(self, path: str, rehash: bool) -> None:
+        """Open the file and write the header (nothing is hooked yet).
+
+        Args:
+            path: The trace file, created or truncated.
+            rehash: Hash every input at every use (see :class:`trace`).
+        """
+        import torch  # noqa: PLC0415 - torch stays optional
+
+        self.path = path
+        self._torch = torch
+        self._thread = threading.get_ident()
+        header = {
+            "format": 1,
+            "digest": "sha256[:16] of the bytes of the logical elements",
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "argv": list(sys.argv),
+            "rehash": rehash,
+            "pid": os.getpid(),
+        }
+        self._writer = Writer(open(path, "wb"), header)  # noqa: SIM115 - closed by stop()
+        self._infos: dict[Any, _OpInfo] = {}
+        self._cache = DigestCache()
+        self._rehash = rehash
+        self._skip: dict[CodeType, bool] = {}
+        self._known: dict[bytes, None] = {}
+        self._modules: list[tuple[Any, str]] = []
+        self._generators: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._alerted: set[tuple[str, str]] = set()
+        self._last = ("<no op yet>", "<outside user code>")
+        self._stoppers: list[Any] = []
+        self._mode: Any = None
+        self._skipped_prefixes = tuple(
+            os.path.dirname(os.path.abspath(file)) + os.sep
+            for file in (torch.__file__, os.path.dirname(__file__))
+        ) + tuple(os.path.abspath(module.__file__) for module in (contextlib, functools) if module.__file__)
+        self._skipped_prefixes += ("<frozen ",)
+        self._current_node = getattr(torch._C, "_current_autograd_node", lambda: None)
+
+    @property
+    def ops(self) -> int:
+        """How many operator calls have been recorded so far."""
+        return self._writer.ops
+
+    def start(self) -> None:
+        """Hook modules and scopes and push the dispatch mode."""
+        hooks = self._torch.nn.modules.module
+        self._stoppers.append(hooks.register_module_forward_pre_hook(self._pre_forward).remove)
+        self._stoppers.append(hooks.register_module_forward_hook(self._post_forward, always_call=True).remove)
+        self._stoppers.append(_scope.observe(self._on_scope))
+        self._stoppers.append(self._catch_alerts())
+        self._mode = _mode_class(self._torch)(self)
+        self._mode.__enter__()
+
+    def _catch_alerts(self) -> Callable[[], None]:
+        """Turn torch's warn_only alerts into trace records; return what undoes it.
+
+        Torch raises an alert inside a kernel but Python sees it only when the
+        outermost torch call returns, after the op was recorded: so the alert is
+        attributed to the last op recorded, at its location. An ``always`` filter for
+        alerts goes first, so that none is lost to an earlier "once per location".
+        """
+        previous = warnings.showwarning
+
+        def show(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: Any = None,
+            line: str | None = None,
+        ) -> None:
+            text = str(message)
+            if ALERT_TEXT not in text or threading.get_ident() != self._thread:
+                previous(message, category, filename, lineno, file, line)
+                return
+            if self._last not in self._alerted:
+                self._alerted.add(self._last)
+                self._writer.alert(*self._last, text.split(", but you set", 1)[0])
+
+        warnings.showwarning = show
+        warnings.filterwarnings("always", message=f".*{ALERT_TEXT}", category=UserWarning)
+        alert_filter = warnings.filters[0]
+
+        def undo() -> None:
+            if warnings.showwarning is show:
+                warnings.showwarning = previous
+            if alert_filter in warnings.filters:
+                warnings.filters.remove(alert_filter)
+                mutated = getattr(warnings, "_filters_mutated", None)
+                if mutated is not None:
+                    mutated()  # let the C implementation see the change (it caches filters)
+
+        return undo
+
+    def stop(self, complete: bool) -> None:
+        """Pop the mode, unhook, and close the file.
+
+        Args:
+            complete: Whether the block ended normally (marked in the file).
+        """
+        try:
+            if self._mode is not None:
+                self._mode.__exit__(None, None, None)
+        finally:
+            for stop in reversed(self._stoppers):
+                stop()
+            self._writer.close(complete)
+
+    # -- where an op runs -------------------------------------------------------------
+
+    def _location(self, frame: FrameType | None) -> str:
+        """The innermost frame outside torch and this library, as ``file:line``."""
+        skip = self._skip
+        while frame is not None:
+            code = frame.f_code
+            skipped = skip.get(code)
+            if skipped is None:
+                # "<frozen runpy>" and the like: the interpreter's machinery, never the user's line.
+                skipped = skip[code] = code.co_filename.startswith(self._skipped_prefixes)
+            if not skipped:
+                return f"{code.co_filename}:{frame.f_lineno}"
+            frame = frame.f_back
+        return "<outside user code>"
+
+    def _pre_forward(self, module: Any, args: Any) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        stack = self._modules
+        if stack:
+            parent, parent_path = stack[-1]
+            path = _child_path(parent, parent_path, module)
+        else:
+            parent_path, path = "", type(module).__name__
+        # Graph nodes made before this call belong to the caller, not to this module.
+        self._label(args, parent_path)
+        stack.append((module, path))
+
+    def _post_forward(self, module: Any, args: Any, output: Any) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        stack = self._modules
+        path = None
+        while stack:
+            entered, entered_path = stack.pop()
+            if entered is module:
+                path = entered_path
+                break
+        if path is not None:
+            self._label(output, path)
+
+    def _label(self, value: Any, path: str) -> None:
+        """Label the unlabelled autograd nodes behind ``value`` with a module path."""
+        torch = self._torch
+        if not torch.is_grad_enabled():
+            return
+        pending = [tensor.grad_fn for tensor in _tensors(value, torch.Tensor) if tensor.grad_fn is not None]
+        while pending:
+            node = pending.pop()
+            metadata = node.metadata
+            if MODULE_KEY in metadata:
+                continue
+            metadata[MODULE_KEY] = path
+            pending.extend(following for following, _ in node.next_functions if following is not None)
+
+    def _on_scope(self, event: str, scope: Any) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        self._writer.scope(1 if event == "enter" else 2, scope.seed, self._location(sys._getframe(1)))
+
+    # -- one operator call ------------------------------------------------------------
+
+    def record(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:  # noqa: C901, PLR0912
+        """Run an operator call and record it.
+
+        Args:
+            func: The ``OpOverload``.
+            args: Its positional arguments.
+            kwargs: Its keyword arguments.
+
+        Returns:
+            What the call returned.
+        """
+        if threading.get_ident() != self._thread:
+            return func(*args, **kwargs)
+        torch = self._torch
+        info = self._infos.get(func)
+        if info is None:
+            info = self._infos[func] = _OpInfo(func, torch)
+        tensor_type = torch.Tensor
+
+        node = self._current_node()
+        if node is not None:
+            phase = 2
+            module = node.metadata.get(MODULE_KEY) or None
+        elif self._modules:
+            phase, module = 1, self._modules[-1][1]
+        else:
+            phase, module = 0, None
+        location = self._location(sys._getframe(2))
+
+        known = self._known
+        inputs: list[tuple[str, bytes | None, int]] = []
+        written: list[Any] = []
+        first_device = None
+        for role, value in _arguments(info, args, kwargs):
+            for tensor in _tensors(value, tensor_type):
+                if first_device is None:
+                    first_device = tensor.device
+                if role == OUT:
+                    written.append(tensor)
+                    continue
+                if role == OVERWRITE:
+                    written.append(tensor)
+                    inputs.append((describe(tensor, "overwritten"), None, NO_DIGEST))
+                    continue
+                if role == WRITE:
+                    written.append(tensor)
+                flags = 0
+                if self._rehash:
+                    digest, changed = self._cache.rehash(tensor)
+                    if changed:
+                        flags = CHANGED
+                else:
+                    digest = self._cache.digest(tensor)
+                if digest is None:
+                    inputs.append((describe(tensor, "no digest"), None, NO_DIGEST))
+                    continue
+                if known.pop(digest, 0) is not None:  # absent: seen here first
+                    flags |= FRESH
+                known[digest] = None
+                inputs.append((describe(tensor), digest, flags))
+
+        rng = self._rng(info, args, kwargs, first_device) if info.random else None
+
+        result = func(*args, **kwargs)
+
+        cache = self._cache
+        for tensor in written:
+            cache.written(tensor)
+        outputs: list[tuple[str, bytes | None, int]] = []
+        returned = list(_tensors(result, tensor_type))
+        for tensor in returned + [t for t in written if not any(t is r for r in returned)]:
+            if info.uninitialized:
+                cache.written(tensor)  # fresh memory: whatever was cached for this address is stale
+                outputs.append((describe(tensor, "uninitialized"), None, NO_DIGEST))
+                continue
+            digest = cache.digest(tensor)
+            if digest is None:
+                outputs.append((describe(tensor, "no digest"), None, NO_DIGEST))
+                continue
+            known.pop(digest, None)
+            known[digest] = None
+            outputs.append((describe(tensor), digest, 0))
+        if not returned and result is not None:
+            outputs.append((_value_text(result), None, NO_DIGEST))
+        while len(known) > KNOWN_DIGESTS:
+            del known[next(iter(known))]
+
+        self._write(info.name, module, phase, location, args, kwargs, inputs, outputs, rng)
+        self._last = (info.name, location)
+        return result
+
+    def _write(  # noqa: PLR0913, PLR0917 - the fields of one record
+        self,
+        name: str,
+        module: str | None,
+        phase: int,
+        location: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        inputs: list[tuple[str, bytes | None, int]],
+        outputs: list[tuple[str, bytes | None, int]],
+        rng: tuple[str, int, bytes] | None,
+    ) -> None:
+        torch = self._torch
+        text = args_text(args, torch.Tensor, torch.Generator)
+        if kwargs:
+            text += " " + args_text(kwargs, torch.Tensor, torch.Generator)
+        texts = (
+            name,
+            module,
+            location,
+            text,
+            *(record[0] for record in inputs),
+            *(record[0] for record in outputs),
+            *((rng[0],) if rng is not None else ()),
+        )
+        slots = self._writer.slots(texts)
+        fields = bytearray()
+        for slot in slots[:2]:
+            fields += varint(slot)
+        fields.append(phase)
+        fields += varint(slots[2])
+        fields += varint(slots[3])
+        position = 4
+        for records in (inputs, outputs):
+            fields += varint(len(records))
+            for _, digest, flags in records:
+                fields += varint(slots[position] << TAG_SHIFT | flags)
+                position += 1
+                if digest is not None:
+                    fields += digest
+        if rng is None:
+            fields.append(0)
+        else:
+            fields.append(1)
+            fields += varint(slots[position])
+            fields += varint(rng[1])
+            fields += rng[2]
+        self._writer.op(bytes(fields))
+
+    def _rng(
+        self, info: _OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any], device: Any
+    ) -> tuple[str, int, bytes] | None:
+        """The generator a random op is about to draw from: (label, initial seed, state digest)."""
+        torch = self._torch
+        generator = None
+        if info.generator is not None:
+            index, name = info.generator
+            generator = args[index] if index < len(args) else kwargs.get(name)
+        if generator is None:
+            if device is None:
+                device = kwargs.get("device")
+                if device is None:
+                    get_default = getattr(torch, "get_default_device", None)
+                    device = get_default() if get_default is not None else "cpu"
+            device = torch.device(device)
+            if device.type == "cpu":
+                generator = torch.default_generator
+            elif device.type == "cuda":
+                index = device.index if device.index is not None else torch.cuda.current_device()
+                generator = torch.cuda.default_generators[index]
+            else:
+                return None
+            label = f"default {device.type if device.type == 'cpu' else generator.device} generator"
+        else:
+            label = self._generators.get(generator)
+            if label is None:
+                label = f"torch.Generator #{len(self._generators) + 1} ({generator.device})"
+                self._generators[generator] = label
+        state = digest_tensor(generator.get_state())
+        return label, generator.initial_seed(), state or b"\0" * 16
+
+
+def _value_text(value: Any) -> str:
+    """A non-tensor result as text: plain values exactly, other objects by type (their repr may hold an address)."""
+    if isinstance(value, (bool, int, float, complex, str)):
+        return f"py:{type(value).__name__} {value!r}"[:200]
+    return f"py:{type(value).__name__}"
+
+
+def _child_path(parent: Any, parent_path: str, module: Any) -> str:
+    for name, child in parent._modules.items():
+        if child is module:
+            return f"{parent_path}.{name}"
+    for name, child in parent.named_modules():
+        if child is module and name:
+            return f"{parent_path}.{name}"
+    return f"{parent_path}>{type(module).__name__}"
+
+
+def _arguments(info: _OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[int, Any]]:
+    """The tensor-typed arguments of a call, with their roles."""
+    found = [(role, args[index]) for index, role in info.positional if index < len(args)]
+    if kwargs:
+        found += [(role, kwargs[name]) for name, role in info.keywords if name in kwargs]
+    return found
+
+
+def _tensors(value: Any, tensor_type: type) -> list[Any]:
+    """The tensors in a value: itself, or the items of a (nested) tuple, list or dict."""
+    if isinstance(value, tensor_type):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        found = []
+        for item in value:
+            found += _tensors(item, tensor_type)
+        return found
+    if isinstance(value, dict):
+        return _tensors(list(value.values()), tensor_type)
+    return []
+
+
+_MODE_CLASS: list[type] = []
+
+
+def _mode_class(torch: Any) -> type:
+    """The ``TorchDispatchMode`` subclass, defined on first use (it needs torch)."""
+    if not _MODE_CLASS:
+        from torch.utils._python_dispatch import TorchDispatchMode  # noqa: PLC0415
+
+        class _RecordingMode(TorchDispatchMode):  # type: ignore[misc]
+            def __init__(self, recording: Recording) -> None:
+                super().__init__()
+                self.recording = recording
+
+            def __torch_dispatch__(
+                self,
+                func: Any,
+                types: Any,
+                args: tuple[Any, ...] = (),
+                kwargs: dict[str, Any] | None = None,
+            ) -> Any:
+                return self.recording.record(func, args, kwargs or {})
+
+        _MODE_CLASS.append(_RecordingMode)
+    return _MODE_CLASS[0]
+
+
+class trace:  # noqa: N801 - reads like a function, as ``deterministic`` does
+    """Record every torch operator call made in the block into a trace file.
+
+    Each call is recorded with its sequence number, operator name, a digest of every
+    tensor it consumes and produces (SHA-256 of the logical elements' bytes, cut to
+    128 bits), the ``nn.Module`` path and phase it ran under, the user's
+    ``file:line``, and, for random ops, the state of the generator drawn from. Scope
+    entries and exits and torch's ``warn_only`` nondeterminism alerts are recorded
+    too. The file is written as a stream; compare two with :func:`first_divergence`.
+
+    Only the thread that enters the block is traced. One trace records at a time.
+
+    Args:
+        path: The file to write (created or truncated).
+        rehash: Hash every tensor input at every use. By default the digest of a
+            tensor torch reports unchanged (same memory, same version counter, no
+            traced op wrote to it) is reused; that misses writes that bypass torch
+            (through a ``.numpy()`` view or ctypes) to a tensor already digested.
+
+    Raises:
+        TypeError: If ``path`` is not a str or ``os.PathLike``, or ``rehash`` not a bool.
+    """
+
+    __slots__ = ("_path", "_rehash")
+
+    def __init__(self, path: str | os.PathLike[str], *, rehash: bool = False) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"trace() path must be a str or os.PathLike, not {type(path).__name__}")
+        if not isinstance(rehash, bool):
+            raise TypeError(f"trace() rehash must be a bool, not {type(rehash).__name__}")
+        self._path = os.fspath(path)
+        self._rehash = rehash
+
+    @property
+    def path(self) -> str:
+        """The trace file."""
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"trace({self._path!r}, rehash={self._rehash!r})"
+
+    def __enter__(self) -> Recording:
+        """Start recording.
+
+        Returns:
+            The :class:`Recording`; its ``ops`` counts the calls recorded so far.
+
+        Raises:
+            RuntimeError: If a trace is already recording.
+            ImportError: If torch is not installed.
+        """
+        with _ACTIVE_LOCK:
+            if _ACTIVE:
+                raise RuntimeError(f"a trace is already recording into {_ACTIVE[0].path}; traces do not nest")
+            recording = Recording(self._path, self._rehash)
+            _ACTIVE.append(recording)
+        try:
+            recording.start()
+        except BaseException:
+            _ACTIVE.clear()
+            recording.stop(False)
+            raise
+        return recording
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop recording and close the file (marked complete unless an exception is leaving).
+
+        Raises:
+            RuntimeError: If this trace is not the one recording.
+        """
+        with _ACTIVE_LOCK:
+            if not _ACTIVE or _ACTIVE[0].path != self._path:
+                raise RuntimeError(f"{self!r} is not recording")
+            recording = _ACTIVE.pop()
+        recording.stop(exc_type is None)
+
