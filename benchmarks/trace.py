@@ -21,7 +21,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from deterministic import deterministic, trace  # noqa: E402
+from deterministic import deterministic, trace
 
 
 def make_model():

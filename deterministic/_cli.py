@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--trace-dir",
                 metavar="DIR",
-                help="where --trace writes run1.dtrace, run2.dtrace, ... (default: a new temporary directory)",
+                help="where --trace writes run1.dtrace, run2.dtrace, ... (default: a new temporary one)",
             )
         # Shown in the help; the parsing of -m and the target is done by _split_target.
         command.add_argument("-m", dest="module", metavar="module", help="run a module, like python -m")

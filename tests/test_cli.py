@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -388,3 +389,24 @@ def test_run_seeds_spawned_children(tmp_path: Path) -> None:
     assert other.stdout != runs[0].stdout
     free = [cli("run", "--seed", "3", "--no-children", str(program), cwd=tmp_path, env=env) for _ in range(2)]
     assert free[0].stdout != free[1].stdout  # opted out: children seed themselves from OS entropy
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is not None, reason="checks the message shown without torch"
+)
+def test_check_trace_without_torch_is_a_usage_error(script: Path) -> None:
+    """check --trace without torch installed is a one-line usage error, exit 2, and runs nothing."""
+    result = cli("check", "--trace", "--seed", "1", "script.py", cwd=script.parent)
+    assert result.returncode == 2
+    assert "--trace records torch operator calls, and torch is not installed" in result.stderr
+    assert "check: effective seed" not in result.stdout
+
+
+def test_check_trace_dir_that_cannot_be_made_is_a_usage_error(script: Path) -> None:
+    """A --trace-dir that cannot be created is a one-line usage error, exit 2."""
+    blocker = script.parent / "a-file"
+    blocker.write_text("")
+    result = cli("check", "--trace-dir", str(blocker / "sub"), "--seed", "1", "script.py", cwd=script.parent)
+    assert result.returncode == 2
+    assert "cannot be used" in result.stderr or "torch is not installed" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import classic_recipe, draws, full_state, outside_state_restored
 
-from deterministic import Scope, deterministic
+from deterministic import Scope, _scope, deterministic
 from deterministic._seeds import derive_seed
 from deterministic._sources import SOURCES
 
@@ -332,3 +332,38 @@ def test_configuration_pickles() -> None:
         assert copy == config
         assert copy.sources == config.sources
         assert copy.deterministic_algorithms == config.deterministic_algorithms
+
+
+def test_observer_sees_entries_and_exits_and_can_stop() -> None:
+    """An observer is told of every entry and exit with the scope; after stopping it hears nothing."""
+    seen: list[tuple[str, int]] = []
+    stop = _scope.observe(lambda event, scope: seen.append((event, scope.seed)))
+    before = full_state()
+    try:
+        with deterministic(3), deterministic(4):
+            pass
+    finally:
+        stop()
+    with deterministic(5):
+        pass
+    assert seen == [("enter", 3), ("enter", 4), ("exit", 4), ("exit", 3)]
+    assert full_state() == before
+
+
+def test_failing_observer_warns_and_scope_still_works() -> None:
+    """An observer that raises becomes a RuntimeWarning; the scope still seeds and restores exactly."""
+
+    def broken(event: str, scope: Scope) -> None:
+        raise ValueError(event)
+
+    stop = _scope.observe(broken)
+    before = full_state()
+    try:
+        with pytest.warns(RuntimeWarning, match="scope observer .* raised ValueError"):
+            with deterministic(0):
+                inside = random.random()
+    finally:
+        stop()
+    assert full_state() == before
+    with deterministic(0):
+        assert random.random() == inside

@@ -31,10 +31,10 @@ class Images(Dataset):
         return len(self.images)
 
     def __getitem__(self, index):
-        image = self.images[index]
+        image, label = self.images[index], self.labels[index]
         if INJECT == "data":
-            return torch.from_numpy(image + np.float32(time.time_ns() % 997) * 1e-6), self.labels[index]  # cause: data
-        return torch.from_numpy(image), self.labels[index]
+            return torch.from_numpy(image + time.time_ns() % 997 * 1e-6), label  # cause: data
+        return torch.from_numpy(image), label
 
 
 class EntropyDropout(nn.Module):

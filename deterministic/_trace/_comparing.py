@@ -104,7 +104,7 @@ class Divergence:
         "seeded",
     )
 
-    def __init__(  # noqa: PLR0913 - the report's facts
+    def __init__(
         self,
         *,
         kind: str,

@@ -355,7 +355,7 @@ class Reader:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def events(self) -> Iterator[OpEvent | ScopeEvent | AlertEvent]:  # noqa: C901, PLR0912, PLR0915
+    def events(self) -> Iterator[OpEvent | ScopeEvent | AlertEvent]:  # noqa: PLR0915
         """Yield every event of the file in order.
 
         Yields:
@@ -409,7 +409,9 @@ class Reader:
                     digest = data[position : position + DIGEST_SIZE]
                     position += DIGEST_SIZE
                 result.append(
-                    TensorRecord(description, digest, inputs and bool(tag & FRESH), inputs and bool(tag & CHANGED))
+                    TensorRecord(
+                        description, digest, inputs and bool(tag & FRESH), inputs and bool(tag & CHANGED)
+                    )
                 )
             return tuple(result)
 

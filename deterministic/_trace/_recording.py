@@ -79,7 +79,7 @@ _ACTIVE_LOCK = threading.Lock()
 class _OpInfo:
     """What the recorder needs to know about one operator overload, computed once."""
 
-    __slots__ = ("generator", "name", "positional", "random", "uninitialized", "writes", "keywords")
+    __slots__ = ("generator", "keywords", "name", "positional", "random", "uninitialized", "writes")
 
     def __init__(self, func: Any, torch: Any) -> None:
         schema = func._schema
@@ -188,7 +188,7 @@ class Recording:
         """
         previous = warnings.showwarning
 
-        def show(
+        def show(  # noqa: PLR0917 - the signature of warnings.showwarning
             message: Warning | str,
             category: type[Warning],
             filename: str,
@@ -211,8 +211,9 @@ class Recording:
         def undo() -> None:
             if warnings.showwarning is show:
                 warnings.showwarning = previous
-            if alert_filter in warnings.filters:
-                warnings.filters.remove(alert_filter)
+            filters: list[Any] = warnings.filters  # type: ignore[assignment]  # a list at run time
+            if alert_filter in filters:
+                filters.remove(alert_filter)
                 mutated = getattr(warnings, "_filters_mutated", None)
                 if mutated is not None:
                     mutated()  # let the C implementation see the change (it caches filters)
@@ -296,7 +297,7 @@ class Recording:
 
     # -- one operator call ------------------------------------------------------------
 
-    def record(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:  # noqa: C901, PLR0912
+    def record(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run an operator call and record it.
 
         Args:
@@ -309,12 +310,9 @@ class Recording:
         """
         if threading.get_ident() != self._thread:
             return func(*args, **kwargs)
-        torch = self._torch
         info = self._infos.get(func)
         if info is None:
-            info = self._infos[func] = _OpInfo(func, torch)
-        tensor_type = torch.Tensor
-
+            info = self._infos[func] = _OpInfo(func, self._torch)
         node = self._current_node()
         if node is not None:
             phase = 2
@@ -324,24 +322,33 @@ class Recording:
         else:
             phase, module = 0, None
         location = self._location(sys._getframe(2))
+        inputs, written, device = self._inputs(info, args, kwargs)
+        rng = self._rng(info, args, kwargs, device) if info.random else None
+        result = func(*args, **kwargs)
+        outputs = self._outputs(info, result, written)
+        self._write(info.name, module, phase, location, args, kwargs, inputs, outputs, rng)
+        self._last = (info.name, location)
+        return result
 
+    def _inputs(
+        self, info: _OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[list[tuple[str, bytes | None, int]], list[Any], Any]:
+        """Digest what a call consumes: (records, tensors it will write, first tensor's device)."""
         known = self._known
         inputs: list[tuple[str, bytes | None, int]] = []
         written: list[Any] = []
-        first_device = None
+        device = None
         for role, value in _arguments(info, args, kwargs):
-            for tensor in _tensors(value, tensor_type):
-                if first_device is None:
-                    first_device = tensor.device
-                if role == OUT:
+            for tensor in _tensors(value, self._torch.Tensor):
+                if device is None:
+                    device = tensor.device
+                if role != IN:
                     written.append(tensor)
+                if role == OUT:
                     continue
                 if role == OVERWRITE:
-                    written.append(tensor)
                     inputs.append((describe(tensor, "overwritten"), None, NO_DIGEST))
                     continue
-                if role == WRITE:
-                    written.append(tensor)
                 flags = 0
                 if self._rehash:
                     digest, changed = self._cache.rehash(tensor)
@@ -356,16 +363,15 @@ class Recording:
                     flags |= FRESH
                 known[digest] = None
                 inputs.append((describe(tensor), digest, flags))
+        return inputs, written, device
 
-        rng = self._rng(info, args, kwargs, first_device) if info.random else None
-
-        result = func(*args, **kwargs)
-
-        cache = self._cache
+    def _outputs(self, info: _OpInfo, result: Any, written: list[Any]) -> list[tuple[str, bytes | None, int]]:
+        """Digest what a call produced: its results, and the tensors it wrote that it did not return."""
+        cache, known = self._cache, self._known
         for tensor in written:
             cache.written(tensor)
         outputs: list[tuple[str, bytes | None, int]] = []
-        returned = list(_tensors(result, tensor_type))
+        returned = _tensors(result, self._torch.Tensor)
         for tensor in returned + [t for t in written if not any(t is r for r in returned)]:
             if info.uninitialized:
                 cache.written(tensor)  # fresh memory: whatever was cached for this address is stale
@@ -382,12 +388,9 @@ class Recording:
             outputs.append((_value_text(result), None, NO_DIGEST))
         while len(known) > KNOWN_DIGESTS:
             del known[next(iter(known))]
+        return outputs
 
-        self._write(info.name, module, phase, location, args, kwargs, inputs, outputs, rng)
-        self._last = (info.name, location)
-        return result
-
-    def _write(  # noqa: PLR0913, PLR0917 - the fields of one record
+    def _write(  # noqa: PLR0917 - the fields of one record
         self,
         name: str,
         module: str | None,
@@ -461,16 +464,17 @@ class Recording:
                 return None
             label = f"default {device.type if device.type == 'cpu' else generator.device} generator"
         else:
-            label = self._generators.get(generator)
-            if label is None:
-                label = f"torch.Generator #{len(self._generators) + 1} ({generator.device})"
-                self._generators[generator] = label
+            known = self._generators.get(generator)
+            if known is None:
+                known = f"torch.Generator #{len(self._generators) + 1} ({generator.device})"
+                self._generators[generator] = known
+            label = known
         state = digest_tensor(generator.get_state())
         return label, generator.initial_seed(), state or b"\0" * 16
 
 
 def _value_text(value: Any) -> str:
-    """A non-tensor result as text: plain values exactly, other objects by type (their repr may hold an address)."""
+    """A non-tensor result as text: plain values exactly, other objects by type (a repr shows addresses)."""
     if isinstance(value, (bool, int, float, complex, str)):
         return f"py:{type(value).__name__} {value!r}"[:200]
     return f"py:{type(value).__name__}"
@@ -516,9 +520,9 @@ def _mode_class(torch: Any) -> type:
     if not _MODE_CLASS:
         from torch.utils._python_dispatch import TorchDispatchMode  # noqa: PLC0415
 
-        class _RecordingMode(TorchDispatchMode):  # type: ignore[misc]
+        class _RecordingMode(TorchDispatchMode):  # type: ignore[no-untyped-call]
             def __init__(self, recording: Recording) -> None:
-                super().__init__()
+                super().__init__()  # type: ignore[no-untyped-call]
                 self.recording = recording
 
             def __torch_dispatch__(
@@ -614,4 +618,3 @@ class trace:  # noqa: N801 - reads like a function, as ``deterministic`` does
                 raise RuntimeError(f"{self!r} is not recording")
             recording = _ACTIVE.pop()
         recording.stop(exc_type is None)
-

@@ -95,7 +95,9 @@ def _scope_lines(scopes: tuple[ScopeEvent | None, ScopeEvent | None]) -> list[st
     def text(scope: ScopeEvent | None) -> str:
         if scope is None:
             return "none (no deterministic scope was entered while tracing)"
-        return f"{scope.kind} seed {scope.seed} at {short_location(scope.location)} (before op #{scope.index})"
+        return (
+            f"{scope.kind} seed {scope.seed} at {short_location(scope.location)} (before op #{scope.index})"
+        )
 
     first, second = text(scopes[0]), text(scopes[1])
     if first == second:
@@ -157,8 +159,8 @@ def _rng_state(divergence: Divergence, depths: tuple[int, int]) -> list[str]:
             "(os.urandom, time, Generator().seed()); scopes never touch explicit generators"
         )
         lines.append(
-            'fix:      seed it from the scope: `with deterministic(seed) as scope: g = scope.torch_generator()`, '
-            'or torch.Generator().manual_seed(derive_seed(seed, "name"))'
+            "fix:      seed it from the scope: `with deterministic(seed) as scope: "
+            'g = scope.torch_generator()`, or torch.Generator().manual_seed(derive_seed(seed, "name"))'
         )
     elif explicit:
         lines.append(
