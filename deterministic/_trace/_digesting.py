@@ -158,8 +158,8 @@ class DigestCache:
     every input again instead.
     """
 
-    #: Entries kept before dead ones are swept out.
-    LIMIT = 1 << 16
+    #: Entries (and storages) kept before dead ones are swept out.
+    LIMIT = 1 << 14
 
     def __init__(self) -> None:
         # key -> (storage weak reference, storage address, version, digest)
@@ -217,9 +217,16 @@ class DigestCache:
         return key, None, storage, version
 
     def _store(self, key: tuple[Any, ...], storage: Any, version: int, digest: bytes) -> None:
-        if len(self._entries) >= self.LIMIT:
+        if len(self._entries) >= self.LIMIT or len(self._by_storage) >= self.LIMIT:
             self._sweep()
         address = storage.data_ptr()
+        replaced = self._entries.get(key)
+        if replaced is not None and replaced[1] != address:
+            previous = self._by_storage.get((key[0], replaced[1]))
+            if previous is not None:
+                previous.discard(key)
+                if not previous:
+                    del self._by_storage[(key[0], replaced[1])]
         self._entries[key] = (weakref.ref(storage), address, version, digest)
         self._by_storage.setdefault((key[0], address), set()).add(key)
 

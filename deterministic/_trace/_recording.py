@@ -20,7 +20,7 @@ import weakref
 
 from .. import _scope
 from ._digesting import DigestCache, args_text, describe, digest_tensor
-from ._format import CHANGED, FRESH, NO_DIGEST, TAG_SHIFT, Writer, varint
+from ._format import CHANGED, FRESH, NO_DIGEST, TAG_SHIFT, AlertEvent, Writer, varint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ __all__ = ["Recording", "trace"]
 #: The key of the module label on autograd nodes.
 MODULE_KEY = "deterministic.trace.module"
 #: How many recent digests count as "produced by a traced op" (a bounded memory).
-KNOWN_DIGESTS = 1 << 17
+KNOWN_DIGESTS = 1 << 16
 #: Torch's words in a deterministic-algorithms alert.
 ALERT_TEXT = "does not have a deterministic implementation"
 
@@ -121,6 +121,8 @@ class Recording:
 
     Attributes:
         path: The trace file.
+        alerts: The ops torch flagged as nondeterministic so far (its ``warn_only``
+            alerts), once per op and line, as recorded in the file.
     """
 
     def __init__(self, path: str, rehash: bool) -> None:
@@ -153,6 +155,7 @@ class Recording:
         self._modules: list[tuple[Any, str]] = []
         self._generators: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._alerted: set[tuple[str, str]] = set()
+        self.alerts: list[AlertEvent] = []
         self._last = ("<no op yet>", "<outside user code>")
         self._stoppers: list[Any] = []
         self._mode: Any = None
@@ -202,7 +205,9 @@ class Recording:
                 return
             if self._last not in self._alerted:
                 self._alerted.add(self._last)
-                self._writer.alert(*self._last, text.split(", but you set", 1)[0])
+                message = text.split(", but you set", 1)[0]
+                self._writer.alert(*self._last, message)
+                self.alerts.append(AlertEvent(*self._last, message, max(self.ops - 1, 0)))
 
         warnings.showwarning = show
         warnings.filterwarnings("always", message=f".*{ALERT_TEXT}", category=UserWarning)
