@@ -10,6 +10,9 @@ per op in memory).
 """
 
 import argparse
+import ctypes
+import ctypes.util
+import gc
 import os
 import statistics
 import sys
@@ -22,6 +25,17 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from deterministic import deterministic, trace
+
+
+def _malloc_trim():
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+TRIM = _malloc_trim()
 
 
 def make_model():
@@ -39,8 +53,59 @@ def make_model():
 
 
 def resident_bytes():
+    """Resident memory, after handing freed heap back to the OS (else RSS shows allocator noise)."""
+    gc.collect()
+    if TRIM is not None:
+        TRIM(0)
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def timings(step, path, rounds, per_round):
+    """Median step times untraced, traced and traced with rehash=True, in alternating rounds."""
+    untraced, traced, rehashed = [], [], []
+    ops, per_op = 0, 0.0
+    for _ in range(rounds):
+        for _ in range(per_round):
+            start = time.perf_counter()
+            step()
+            untraced.append(time.perf_counter() - start)
+        with trace(path) as recording:
+            for _ in range(per_round):
+                start = time.perf_counter()
+                step()
+                traced.append(time.perf_counter() - start)
+        ops = recording.ops
+        per_op = os.path.getsize(path) / ops
+        with trace(path, rehash=True):
+            for _ in range(per_round):
+                start = time.perf_counter()
+                step()
+                rehashed.append(time.perf_counter() - start)
+    medians = [statistics.median(times) for times in (untraced, traced, rehashed)]
+    return medians, ops // per_round, per_op
+
+
+def memory(step, path, steps):
+    """Trace ``steps`` steps; sample the resident memory ten times along the way."""
+    samples = []
+    with trace(path) as recording:
+        for number in range(1, steps + 1):
+            step()
+            if number % max(steps // 10, 1) == 0:
+                samples.append((number, resident_bytes()))
+    size = os.path.getsize(path)
+    print(f"long traced run: {steps} steps, {recording.ops} ops, trace {size / 2**20:.1f} MiB")
+    for number, rss in samples:
+        print(f"  after {number:6d} steps: resident {rss / 2**20:8.1f} MiB")
+    # The recorder's tables are bounded (the digests it remembers as produced, the digest
+    # cache, the string table): they fill during the first steps, then memory must stay flat.
+    first, middle, last = samples[0], samples[len(samples) // 2 - 1], samples[-1]
+    print(f"  growth from step {first[0]} to {last[0]}: {(last[1] - first[1]) / 2**20:.1f} MiB")
+    print(
+        f"  growth from step {middle[0]} to {last[0]} (bounded tables full): "
+        f"{(last[1] - middle[1]) / 2**20:.1f} MiB"
+    )
 
 
 def main():
@@ -68,42 +133,14 @@ def main():
             step()
         directory = tempfile.mkdtemp(prefix="trace-bench-")
         path = os.path.join(directory, "bench.dtrace")
-        untraced, traced = [], []
-        ops = 0
-        for _ in range(rounds):
-            for _ in range(per_round):
-                start = time.perf_counter()
-                step()
-                untraced.append(time.perf_counter() - start)
-            with trace(path) as recording:
-                for _ in range(per_round):
-                    start = time.perf_counter()
-                    step()
-                    traced.append(time.perf_counter() - start)
-            ops = recording.ops
-        per_op = os.path.getsize(path) / ops
-        base, with_trace = statistics.median(untraced), statistics.median(traced)
+        (base, traced, rehashed), ops, per_op = timings(step, path, rounds, per_round)
         print(f"training step, small CNN, batch 32x3x32x32, CPU, 1 thread ({rounds}x{per_round} steps each)")
         print(f"  untraced median  {base * 1e3:8.3f} ms")
-        print(f"  traced median    {with_trace * 1e3:8.3f} ms   ratio {with_trace / base:.2f}x")
-        print(f"  ops per step     {ops // per_round}")
+        print(f"  traced median    {traced * 1e3:8.3f} ms   ratio {traced / base:.2f}x")
+        print(f"  rehash=True      {rehashed * 1e3:8.3f} ms   ratio {rehashed / base:.2f}x")
+        print(f"  ops per step     {ops}")
         print(f"  trace size       {per_op:.1f} bytes per op")
-
-        samples = []
-        with trace(path) as recording:
-            for number in range(1, long_steps + 1):
-                step()
-                if number % max(long_steps // 10, 1) == 0:
-                    samples.append((number, resident_bytes()))
-        size = os.path.getsize(path)
-        print(f"long traced run: {long_steps} steps, {recording.ops} ops, trace {size / 2**20:.1f} MiB")
-        for number, rss in samples:
-            print(f"  after {number:6d} steps: resident {rss / 2**20:8.1f} MiB")
-        first, last = samples[0][1], samples[-1][1]
-        print(
-            f"  growth from step {samples[0][0]} to {samples[-1][0]}: {(last - first) / 2**20:.1f} MiB "
-            f"({(last - first) / max(recording.ops, 1):.2f} bytes per op)"
-        )
+        memory(step, path, long_steps)
         os.remove(path)
         os.rmdir(directory)
 

@@ -146,6 +146,27 @@ def test_check_trace_output_difference_outside_torch(tmp_path: Path) -> None:
     assert "line 4 differs" in result.stdout and "finished at" in result.stdout
 
 
+def test_check_trace_lists_alerts_of_a_reproducible_run(tmp_path: Path) -> None:
+    """A reproducible run's warn_only alerts are listed once each with their line, not as warnings."""
+    script = tmp_path / "alerting.py"
+    script.write_text(
+        "import torch\n"
+        "from deterministic import deterministic\n"
+        'with deterministic(0, deterministic_algorithms="warn"):\n'
+        "    for _ in range(3):\n"
+        "        torch.zeros(5).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))\n"
+        "print('done')\n"
+    )
+    command = [sys.executable, "-m", "deterministic", "check", "--trace-dir", str(tmp_path / "traces")]
+    result = subprocess.run(
+        [*command, "--seed", "0", str(script)], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("- aten::put_ at ") == 1
+    assert "alerting.py:5: put_ does not have a deterministic implementation" in result.stdout
+    assert "does not have a deterministic implementation" not in result.stderr
+
+
 # -- recording ------------------------------------------------------------------------------
 
 

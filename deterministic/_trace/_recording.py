@@ -79,7 +79,7 @@ _ACTIVE_LOCK = threading.Lock()
 class _OpInfo:
     """What the recorder needs to know about one operator overload, computed once."""
 
-    __slots__ = ("generator", "keywords", "name", "positional", "random", "uninitialized", "writes")
+    __slots__ = ("generator", "keywords", "name", "positional", "random", "uninitialized")
 
     def __init__(self, func: Any, torch: Any) -> None:
         schema = func._schema
@@ -88,7 +88,6 @@ class _OpInfo:
         self.uninitialized = base in _UNINITIALIZED
         self.random = torch.Tag.nondeterministic_seeded in func.tags
         self.generator: tuple[int, str] | None = None
-        self.writes = False
         positional: list[tuple[int, int]] = []
         keywords: list[tuple[str, int]] = []
         for index, argument in enumerate(schema.arguments):
@@ -104,8 +103,6 @@ class _OpInfo:
                 role = OUT
             elif alias is not None and alias.is_write:
                 role = OVERWRITE if base in _OVERWRITING and argument.name == "self" else WRITE
-            if role != IN:
-                self.writes = True
             if argument.kwarg_only:
                 keywords.append((argument.name, role))
             else:
