@@ -158,13 +158,16 @@ class DigestCache:
     every input again instead.
     """
 
-    #: Entries (and storages) kept before dead ones are swept out.
+    #: Entries (and storages) kept at most; past it, everything is dropped.
     LIMIT = 1 << 14
+    #: Entries whose storage is gone are swept out after this many new ones.
+    SWEEP_EVERY = 1 << 12
 
     def __init__(self) -> None:
         # key -> (storage weak reference, storage address, version, digest)
         self._entries: dict[tuple[Any, ...], tuple[Any, int, int, bytes]] = {}
         self._by_storage: dict[tuple[Any, int], set[tuple[Any, ...]]] = {}
+        self._stored = 0
 
     def digest(self, tensor: Any) -> bytes | None:
         """Return :func:`digest_tensor` of ``tensor``, from the cache when still valid."""
@@ -217,7 +220,12 @@ class DigestCache:
         return key, None, storage, version
 
     def _store(self, key: tuple[Any, ...], storage: Any, version: int, digest: bytes) -> None:
-        if len(self._entries) >= self.LIMIT or len(self._by_storage) >= self.LIMIT:
+        self._stored += 1
+        if (
+            self._stored >= self.SWEEP_EVERY
+            or len(self._entries) >= self.LIMIT
+            or len(self._by_storage) >= self.LIMIT
+        ):
             self._sweep()
         address = storage.data_ptr()
         replaced = self._entries.get(key)
@@ -240,8 +248,9 @@ class DigestCache:
             self._entries.pop(key, None)
 
     def _sweep(self) -> None:
-        """Drop entries whose storage is gone; drop everything if most are still alive."""
-        alive = {key: entry for key, entry in self._entries.items() if entry[0]() is not None}
+        """Drop entries whose storage is gone; drop everything if most of the limit is still alive."""
+        self._stored = 0
+        alive = {key: entry for key, entry in list(self._entries.items()) if entry[0]() is not None}
         if len(alive) >= self.LIMIT // 2:
             alive = {}
         self._entries = alive
