@@ -48,7 +48,9 @@ def observe(callback: Callable[[str, Scope], None]) -> Callable[[], None]:
 
     The callback runs with the scope lock held and automatic GC paused, after an entry
     has seeded everything and before an exit restores anything; it must not enter
-    scopes. An exception it raises becomes a ``RuntimeWarning``, never propagated.
+    scopes. An exception it raises becomes a ``RuntimeWarning``, never propagated; a
+    ``BaseException`` (``KeyboardInterrupt``) propagates after the entry is undone, or
+    after the exit has restored everything.
 
     Args:
         callback: The function to call.
@@ -241,15 +243,26 @@ def _open(
     try:
         scope = Scope(config, seed, owner)
         _start(scope, _parts(config, exclude), resume)
-        _STACK.append(scope)
         if _OBSERVERS:
-            _notify("enter", scope)
+            _announce_entry(scope)
+        _STACK.append(scope)
     except BaseException:
         _LOCK.release()
         raise
     finally:
         resume_gc(paused)
     return scope
+
+
+def _announce_entry(scope: Scope) -> None:
+    """Tell the observers of an entry; if that is interrupted, restore what the entry saved."""
+    try:
+        _notify("enter", scope)
+    except BaseException:
+        failure = restore_all(scope._saved)
+        if failure is not None:
+            raise failure  # noqa: B904 - the interruption is its context
+        raise
 
 
 def _start(scope: Scope, parts: tuple[Part, ...], resume: dict[Part, Any] | None) -> None:
@@ -321,9 +334,9 @@ def _close(scope: Scope, keep: bool) -> dict[Part, Any] | None:
         )
     kept = None
     failure: BaseException | None = None
-    if _OBSERVERS:
-        _notify("exit", scope)
     try:
+        if _OBSERVERS:
+            _notify("exit", scope)
         if keep:
             kept = {part: part.capture() for part in scope._saved}
     except BaseException as error:  # noqa: BLE001 - restore first, then raise

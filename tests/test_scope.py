@@ -367,3 +367,27 @@ def test_failing_observer_warns_and_scope_still_works() -> None:
     assert full_state() == before
     with deterministic(0):
         assert random.random() == inside
+
+
+class _Interrupt(BaseException):
+    """Stands for KeyboardInterrupt arriving inside an observer."""
+
+
+@pytest.mark.parametrize("event", ["enter", "exit"])
+def test_interrupted_observer_leaves_everything_restored(event: str) -> None:
+    """A BaseException in an observer propagates, with every state restored and no scope left open."""
+
+    def interrupt(seen: str, scope: Scope) -> None:
+        if seen == event:
+            raise _Interrupt
+
+    stop = _scope.observe(interrupt)
+    before = full_state()
+    try:
+        with pytest.raises(_Interrupt), deterministic(0):
+            random.random()
+    finally:
+        stop()
+    assert full_state() == before
+    assert not _scope._STACK
+    assert _scope._LOCK.owner is None

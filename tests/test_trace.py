@@ -535,3 +535,24 @@ def test_digest_tells_every_bit_apart() -> None:
     assert digest_tensor(torch.zeros(0)) == digest_tensor(torch.zeros(0, 5))
     assert digest_tensor(torch.ones(3, dtype=torch.bfloat16)) is not None
     assert digest_tensor(torch.empty(2, device="meta")) is None
+
+
+def test_scope_event_arriving_while_an_op_is_built_waits_for_it(tmp_path: Path) -> None:
+    """A scope event during an op record (a finaliser) cannot reset the string table under it."""
+    from deterministic._trace._format import TABLE_SLOTS, Writer, varint
+
+    path = tmp_path / "w.dtrace"
+    writer = Writer(open(path, "wb"), {"format": 1})  # noqa: SIM115 - closed by writer.close
+    writer.slots(tuple(f"filler {n}" for n in range(TABLE_SLOTS - 6)))
+    writer.start_op()
+    op, module, location, args = writer.slots(("aten::demo", None, "x.py:1", "()"))
+    # The table is now one short of full: this event's new string would reset it.
+    writer.scope(1, 7, "a location never seen before")
+    writer.op(varint(op) + varint(module) + b"\0" + varint(location) + varint(args) + b"\0\0\0")
+    writer.close(True)
+    recorded = events(path)
+    assert isinstance(recorded[0], OpEvent) and (recorded[0].op, recorded[0].location) == (
+        "aten::demo",
+        "x.py:1",
+    )
+    assert isinstance(recorded[1], ScopeEvent) and recorded[1].location == "a location never seen before"

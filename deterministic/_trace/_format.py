@@ -251,6 +251,15 @@ class Writer:
         self._buffer += json.dumps(header, sort_keys=True).encode() + b"\n"
         self._slots: dict[str, int] = {}
         self.ops = 0
+        # Scope events and alerts that arrive while an op record is being built (from a GC
+        # finaliser entering a scope, say) wait here: they could reset the string table
+        # under the record's slots.
+        self._building = False
+        self._waiting: list[tuple[int, tuple[Any, ...]]] = []
+
+    def start_op(self) -> None:
+        """Begin building an op record: other records wait until :meth:`op` writes it."""
+        self._building = True
 
     def slots(self, texts: tuple[str | None, ...]) -> list[int]:
         """Return the slots of ``texts`` (0 for ``None``), defining those not yet in the table.
@@ -282,16 +291,33 @@ class Writer:
         buffer.append(OP)
         buffer += fields
         self.ops += 1
+        self.end_op()
         if len(buffer) >= self.FLUSH_AT:
             self.flush()
 
+    def end_op(self) -> None:
+        """Stop building an op record (written or abandoned) and write what waited for it."""
+        self._building = False
+        while self._waiting:
+            kind, fields = self._waiting.pop(0)
+            if kind == SCOPE:
+                self.scope(*fields)
+            else:
+                self.alert(*fields)
+
     def scope(self, kind: int, seed: int, location: str) -> None:
         """Append a scope entry (1) or exit (2)."""
+        if self._building:
+            self._waiting.append((SCOPE, (kind, seed, location)))
+            return
         (slot,) = self.slots((location,))
         self._buffer += _SMALL[SCOPE] + _SMALL[kind] + varint(seed) + varint(slot)
 
     def alert(self, op: str, location: str, message: str) -> None:
         """Append an alert for the last operator call."""
+        if self._building:
+            self._waiting.append((ALERT, (op, location, message)))
+            return
         slots = self.slots((op, location, message))
         self._buffer += _SMALL[ALERT] + b"".join(varint(slot) for slot in slots)
 
@@ -302,6 +328,7 @@ class Writer:
 
     def close(self, complete: bool) -> None:
         """Flush and close; ``complete`` marks the block as having ended normally."""
+        self.end_op()
         if complete:
             self._buffer += _SMALL[END] + varint(self.ops)
         self.flush()

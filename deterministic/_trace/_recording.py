@@ -232,9 +232,11 @@ class Recording:
             if self._mode is not None:
                 self._mode.__exit__(None, None, None)
         finally:
-            for stop in reversed(self._stoppers):
-                stop()
-            self._writer.close(complete)
+            try:
+                for stop in reversed(self._stoppers):
+                    stop()
+            finally:
+                self._writer.close(complete)
 
     # -- where an op runs -------------------------------------------------------------
 
@@ -417,7 +419,25 @@ class Recording:
             *(record[0] for record in outputs),
             *((rng[0],) if rng is not None else ()),
         )
-        slots = self._writer.slots(texts)
+        writer = self._writer
+        writer.start_op()
+        try:
+            self._encode(writer, writer.slots(texts), phase=phase, inputs=inputs, outputs=outputs, rng=rng)
+        except BaseException:
+            writer.end_op()
+            raise
+
+    @staticmethod
+    def _encode(
+        writer: Writer,
+        slots: list[int],
+        *,
+        phase: int,
+        inputs: list[tuple[str, bytes | None, int]],
+        outputs: list[tuple[str, bytes | None, int]],
+        rng: tuple[str, int, bytes] | None,
+    ) -> None:
+        """Write an op record whose strings have the given slots."""
         fields = bytearray()
         for slot in slots[:2]:
             fields += varint(slot)
@@ -439,7 +459,7 @@ class Recording:
             fields += varint(slots[position])
             fields += varint(rng[1])
             fields += rng[2]
-        self._writer.op(bytes(fields))
+        writer.op(bytes(fields))
 
     def _rng(
         self, info: _OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any], device: Any
