@@ -401,7 +401,7 @@ def _check_traces(traces: list[str], outputs: list[dict[str, bytes]]) -> int:
     """Report the first divergence between run 1's trace and a later one's, else compare outputs."""
     from ._trace import first_divergence  # noqa: PLC0415 - only check --trace needs it
     from ._trace._comparing import alerts_of  # noqa: PLC0415
-    from ._trace._reporting import short_location  # noqa: PLC0415
+    from ._trace._reporting import alert_line  # noqa: PLC0415
 
     for run, path in enumerate(traces[1:], start=2):
         divergence = first_divergence(traces[0], path)
@@ -414,7 +414,7 @@ def _check_traces(traces: list[str], outputs: list[dict[str, bytes]]) -> int:
     if alerts:
         print("torch flagged these ops as nondeterministic on this device (warn_only alerts):")
         for alert in alerts:
-            print(f"  - {alert.op} at {short_location(alert.location)}: {alert.message}")
+            print(alert_line(alert))
     if difference is not None:
         print(
             "the traces match: every torch op consumed and produced the same values in every run, "

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from ._comparing import Divergence
     from ._format import AlertEvent, OpEvent, ScopeEvent
 
-__all__ = ["report", "short_location"]
+__all__ = ["alert_line", "report", "short_location"]
 
 _WHY = {
     "nondeterministic-op": "the op received identical inputs and returned different outputs: "
@@ -67,13 +67,14 @@ def report(divergence: Divergence, depths: tuple[int, int]) -> str:
     lines += _scope_lines(divergence.scopes)
     if divergence.alerts:
         lines.append("torch flagged these ops as nondeterministic on this device (warn_only alerts):")
-        lines += [_alert_line(alert) for alert in divergence.alerts]
+        lines += [alert_line(alert) for alert in divergence.alerts]
     lines.append(f"traces: {divergence.paths[0]}")
     lines.append(f"        {divergence.paths[1]}")
     return "\n".join(lines)
 
 
-def _alert_line(alert: AlertEvent) -> str:
+def alert_line(alert: AlertEvent) -> str:
+    """One line of the alert list: op, location and torch's message."""
     return f"  - {alert.op} at {short_location(alert.location)}: {alert.message}"
 
 
