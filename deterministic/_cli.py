@@ -11,7 +11,7 @@ import sys
 
 from ._children import CHILD_SEED_VARIABLE, child_environment
 from ._flags import CUBLAS_CONFIGS, CUBLAS_VARIABLE
-from ._seeds import derive_seed, seed_from_text
+from ._seeds import derive_seed, draw_fresh_seed, seed_from_text
 from ._sources import SOURCES
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
@@ -83,14 +83,19 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "run a script or module under a seed, in a fresh interpreter"),
         ("check", "run a script several times and compare its outputs byte for byte"),
     ):
+        seed_usage = "--seed N" if name == "run" else "[--seed N]"
         command = commands.add_parser(
             name,
             help=help_text,
-            usage=f"deterministic {name} --seed N [options] [--] script.py [args ...]\n"
-            f"       deterministic {name} --seed N [options] -m module [args ...]",
+            usage=f"deterministic {name} {seed_usage} [options] [--] script.py [args ...]\n"
+            f"       deterministic {name} {seed_usage} [options] -m module [args ...]",
         )
         command.add_argument(
-            "--seed", required=True, type=_seed_argument, help="the seed: decimal digits, or a word"
+            "--seed",
+            required=name == "run",
+            type=_seed_argument,
+            help="the seed: decimal digits, or a word"
+            + ("" if name == "run" else " (default: a fresh one, printed, the same for every run)"),
         )
         command.add_argument(
             "--strict",
@@ -102,6 +107,13 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="do not seed the Python processes the program starts (spawn, forkserver, subprocess)",
         )
+        if name == "run":
+            command.add_argument(
+                "--verbose",
+                action="store_true",
+                help="print a line to stderr for every Python child that is seeded "
+                "(a child not listed was not seeded)",
+            )
         if name == "check":
             command.add_argument("--runs", type=_runs_argument, default=2, help="how many runs (default 2)")
             command.add_argument(
@@ -200,10 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._selftest import main as selftest  # noqa: PLC0415 - only this command needs it
 
         return selftest(args.json, args.device)
+    if args.seed is None:  # check without --seed: one fresh seed, printed by _check, for every run
+        args.seed = draw_fresh_seed()
     command = _child_command(
         parser, args.command, seed=args.seed, strict=args.strict, module=module, target=target
     )
-    env = _child_environment(args.seed, args.strict, children=not args.no_children)
+    env = _child_environment(
+        args.seed, args.strict, children=not args.no_children, verbose=getattr(args, "verbose", False)
+    )
     if args.command == "run":
         return subprocess.run(command, env=env, check=False).returncode
     ignore = _patterns(parser, args.ignore)
@@ -291,13 +307,13 @@ def _usage_error(parser: argparse.ArgumentParser, name: str, message: str) -> No
     subparsers.choices[name].error(message)
 
 
-def _child_environment(seed: int, strict: bool, children: bool) -> dict[str, str]:
+def _child_environment(seed: int, strict: bool, children: bool, verbose: bool = False) -> dict[str, str]:
     env = dict(os.environ)
     env.pop(CHILD_SEED_VARIABLE, None)  # a run inside a run starts its own family
     env["PYTHONHASHSEED"] = str(hash_seed(seed))
     if strict:
         env[CUBLAS_VARIABLE] = CUBLAS_CONFIGS[0]
-    return child_environment(env, seed) if children else env
+    return child_environment(env, seed, verbose) if children else env
 
 
 def _matches(pattern: str) -> list[str]:

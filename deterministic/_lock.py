@@ -17,6 +17,8 @@ __all__ = ["ScopeLock", "ThreadToken", "current_token", "on_thread_end"]
 
 #: Seconds a thread waits for another thread's scope before it warns (once per wait).
 WAIT_WARNING_SECONDS = 10.0
+# How often the main thread, waiting for another thread's scope, looks for a held-off Ctrl-C.
+_SLICE_SECONDS = 0.05
 
 _local = _thread._local()
 _thread_end_handlers: list[Callable[[ThreadToken], None]] = []
@@ -105,28 +107,48 @@ class ScopeLock:
         self.owner: ThreadToken | None = None
         self.count = 0
 
-    def acquire(self, token: ThreadToken) -> None:
+    def acquire(self, token: ThreadToken, interrupted: Callable[[], bool] | None = None) -> bool:
         """Take one count, waiting for another thread's scopes and warning once if that takes long.
 
         Args:
             token: The calling thread's token.
+            interrupted: Asked at least every few milliseconds while waiting; once it
+                returns true, the wait is abandoned (for a Ctrl-C held off meanwhile).
+
+        Returns:
+            ``True`` once the count is taken; ``False`` if the wait was abandoned.
         """
         if self.owner is token:
             self.count += 1
-            return
-        if not self._lock.acquire(False):
-            holder = self.owner
-            if not self._lock.acquire(True, WAIT_WARNING_SECONDS):
+            return True
+        if not self._lock.acquire(False) and not self._wait(token, interrupted):
+            return False
+        self.owner = token
+        self.count = 1
+        return True
+
+    def _wait(self, token: ThreadToken, interrupted: Callable[[], bool] | None) -> bool:
+        import time  # noqa: PLC0415 - only when another thread holds a scope
+
+        holder = self.owner
+        start = time.monotonic()
+        warned = False
+        # With a held-off interrupt to look out for, wait in short slices: a signal
+        # arriving during a wait is handled (and held off) without ending the wait.
+        slice_seconds = _SLICE_SECONDS if interrupted is not None else WAIT_WARNING_SECONDS
+        while not self._lock.acquire(True, slice_seconds):
+            if interrupted is not None and interrupted():
+                return False
+            if not warned and time.monotonic() - start >= WAIT_WARNING_SECONDS:
+                warned = True
                 warnings.warn(
                     f"thread {token.name!r} has waited {WAIT_WARNING_SECONDS:g} s to enter a "
                     f"deterministic scope while thread {_name(holder)!r} holds one; if that "
                     f"thread waits for this one inside its scope, this is a deadlock",
                     RuntimeWarning,
-                    stacklevel=4,
+                    stacklevel=6,
                 )
-                self._lock.acquire()
-        self.owner = token
-        self.count = 1
+        return True
 
     def try_acquire(self, token: ThreadToken) -> bool:
         """Take one count if that needs no waiting.

@@ -1,4 +1,4 @@
-"""Runs a script or module as ``__main__`` inside a scope, in the interpreter ``run`` starts.
+"""Runs a script or module as ``__main__`` in a seeded interpreter, the one ``run`` starts.
 
 Invoked as ``python -m deterministic._runner SEED STRICT -- script.py [args]`` or
 ``... SEED STRICT -m module [args]`` by the command line; not a public interface.
@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from ._children import CHILD_SEED_VARIABLE, watch_processes
-from ._scope import deterministic
+from ._scope import deterministic, seed_process
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
 if TYPE_CHECKING:
@@ -54,8 +54,11 @@ def main(argv: list[str]) -> int:
         from ._trace import trace  # noqa: PLC0415 - imports torch; only check --trace needs it
 
         tracing = trace(trace_path)
+    # The seed is the process's starting state, not a held scope: threads of the target
+    # enter their own scopes exactly as they would without `run`.
+    seed_process(config)
     try:
-        with tracing, config:
+        with tracing:
             if mode == "-m":
                 sys.argv = [target, *arguments]
                 runpy.run_module(target, run_name="__main__", alter_sys=True)

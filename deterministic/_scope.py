@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 
-from . import _collection
+from . import _collection, _interrupts
 from ._collection import pause_gc, resume_gc
 from ._flags import AlgorithmsMode, FlagSettings
 from ._imports import watch
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     #: Sources and the flag settings share one protocol; a scope calls them "parts".
     Part = Any
 
-__all__ = ["Busy", "Scope", "close_scope", "deterministic", "observe", "open_scope"]
+__all__ = ["Busy", "Scope", "close_scope", "deterministic", "observe", "open_scope", "seed_process"]
 
 _LOCK = ScopeLock()
 # The active scopes, innermost last. Only the thread that owns _LOCK touches it; every
@@ -41,6 +41,9 @@ _LOCK = ScopeLock()
 _STACK: list[Scope] = []
 # Callbacks told of every entry and exit (the tracer records them); empty almost always.
 _OBSERVERS: list[Callable[[str, Scope], None]] = []
+# The configuration and seed the process itself was seeded with (`run`), for parts
+# whose module is imported later; None almost always.
+_PROCESS: tuple[deterministic, int] | None = None
 
 
 def observe(callback: Callable[[str, Scope], None]) -> Callable[[], None]:
@@ -164,7 +167,15 @@ def _leave_compiled_code() -> None:
     # Nothing can be compiling before Dynamo is imported (torch imports it lazily), and
     # touching torch._dynamo here would import it. torch < 2.3 lacks torch.compiler.is_compiling.
     dynamo = sys.modules.get("torch._dynamo")
-    if dynamo is not None and dynamo.is_compiling():
+    if dynamo is None:
+        return
+    try:
+        # Another thread may be importing Dynamo right now: the module is then in
+        # sys.modules half-initialised, and nothing can be compiling yet.
+        compiling = dynamo.is_compiling()
+    except Exception:  # noqa: BLE001 - the check must never break a scope's entry or exit
+        return
+    if compiling:
         dynamo.graph_break()
 
 
@@ -235,10 +246,7 @@ def _open(
     if seed is None:
         seed = config._seed if config._seed is not None else draw_fresh_seed()
     token = current_token()
-    if blocking:
-        _LOCK.acquire(token)
-    elif not _LOCK.try_acquire(token):
-        raise Busy
+    armed = _take_lock(token, blocking)
     paused = pause_gc()
     try:
         scope = Scope(config, seed, owner)
@@ -248,10 +256,50 @@ def _open(
         _STACK.append(scope)
     except BaseException:
         _LOCK.release()
+        _settle()
         raise
     finally:
         resume_gc(paused)
+    if armed and _interrupts.pending():
+        try:
+            _interrupts.deliver()
+        except BaseException:
+            # Interrupted while entering: leave again before the interrupt propagates,
+            # so that everything is as it was before the entry.
+            _close_paused(scope)
+            raise
     return scope
+
+
+def _take_lock(token: ThreadToken, blocking: bool) -> bool:
+    """Take a count of the lock, with Ctrl-C held off from here on in the main thread.
+
+    Returns:
+        Whether the interrupt guard is armed (the calling thread is the main thread).
+
+    Raises:
+        Busy: If ``blocking`` is false and another thread holds the lock.
+    """
+    armed = _interrupts.arm()
+    if not blocking:
+        if _LOCK.try_acquire(token):
+            return armed
+        _settle()
+        raise Busy
+    while not _LOCK.acquire(token, _interrupts.pending if armed else None):
+        # Interrupted while waiting for another thread, before anything changed: let
+        # the interrupt through (if the handler only takes note, keep waiting).
+        _settle()
+        armed = _interrupts.arm()
+    return armed
+
+
+def _settle() -> None:
+    """End a scope operation: drop the interrupt guard once the main thread holds no scope, then deliver."""
+    if _interrupts.installed:
+        if _LOCK.owner is not current_token():
+            _interrupts.disarm()
+        _interrupts.deliver()
 
 
 def _announce_entry(scope: Scope) -> None:
@@ -320,6 +368,7 @@ def _close_paused(scope: Scope, keep: bool = False) -> dict[Part, Any] | None:
         return _close(scope, keep)
     finally:
         resume_gc(paused)
+        _settle()
 
 
 def _close(scope: Scope, keep: bool) -> dict[Part, Any] | None:
@@ -411,14 +460,53 @@ def resume_above(scopes: Sequence[Scope]) -> None:
         _STACK.extend(scopes)
 
 
+def seed_process(config: deterministic) -> int:
+    """Seed every part as an entry of ``config`` would, as the process's starting state.
+
+    Nothing is saved and no lock stays held: this is what the process starts from, not
+    a block that ends (``run`` and the children it seeds use it), so scopes entered
+    later, from any thread, work exactly as they do without it. Parts whose module is
+    imported later are seeded when the import finishes, before any active scope takes
+    them over.
+
+    Args:
+        config: The configuration whose seed and flags to apply.
+
+    Returns:
+        The effective seed.
+    """
+    global _PROCESS
+    seed = config._seed if config._seed is not None else draw_fresh_seed()
+    _take_lock(current_token(), True)  # a moment only: no other thread's scope may be half-way through
+    paused = pause_gc()
+    try:
+        _PROCESS = (config, seed)
+        for part in _parts(config):
+            if part.available():
+                part.seed(seed)
+            elif sys.modules.get(part.module) is None:
+                watch(part.module, _engage_imported)
+    finally:
+        resume_gc(paused)
+        _LOCK.release()
+        _settle()
+    return seed
+
+
 def _engage_imported(module: str) -> None:
-    """Seed the parts that ``module``'s import made available in every active scope.
+    """Seed the parts that ``module``'s import made available: the process's, then every active scope's.
 
     Only the thread owning the active scopes engages them: a scope's saved states must
     not change under it from another thread (and waiting for the lock inside an import
     could deadlock on the import lock).
     """
     mark_imported(module)
+    process = _PROCESS
+    if process is not None:
+        # First, so that a scope active now saves the process's starting state, not torch's default.
+        for part in _parts(process[0]):
+            if part.module == module and part.available():
+                part.seed(process[1])
     if _LOCK.owner is not current_token():
         return
     for scope in _STACK:
@@ -707,3 +795,29 @@ def _rebuild(  # noqa: PLR0917 - mirrors the constructor's keywords, in order
         fill_uninitialized_memory=fill_uninitialized_memory,
         sources=sources,
     )
+
+
+# Every function that changes the lock, the stack, GC or the sources' states on the way
+# in or out of a scope (and the entry points that lead to them) holds a Ctrl-C off until
+# it is done; a frame of any of them on the main thread's stack is enough.
+_interrupts.protect(
+    open_scope,
+    close_scope,
+    _open,
+    _settle,
+    _take_lock,
+    _announce_entry,
+    _start,
+    _close_paused,
+    _close,
+    _close_out_of_order,
+    suspend_above,
+    resume_above,
+    _engage_imported,
+    _close_all,
+    seed_process,
+    deterministic.__enter__,
+    deterministic.__exit__,
+    deterministic.__aenter__,
+    deterministic.__aexit__,
+)

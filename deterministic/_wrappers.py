@@ -60,10 +60,12 @@ class _Stream:
             What the step yielded.
         """
         scope = open_scope(self._config, self._seed, self._states, exclude=exclude, blocking=blocking)
-        if self._seed is None:
-            self._seed = scope.seed  # a fresh seed is drawn once per call, not per step
-        resume_above(self._open_inside)
+        # Nothing but the assignment between the entry and `try`: whatever raises after
+        # the entry (a Ctrl-C included) must find the scope closed by `finally`.
         try:
+            if self._seed is None:
+                self._seed = scope.seed  # a fresh seed is drawn once per call, not per step
+            resume_above(self._open_inside)
             return advance(value)
         finally:
             self._open_inside = suspend_above(scope)

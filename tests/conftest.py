@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -118,7 +120,8 @@ def _put_back(saved_random: Any, saved_numpy: Any, saved_torch: Any, saved_flags
 
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    """Fail any test that leaks RNG state, flags or an open scope, then clean up after it."""
+    """Fail any test that leaks RNG state, flags, a scope, the lock, paused GC or the SIGINT guard."""
+    handler = signal.getsignal(signal.SIGINT)
     before = full_state()
     saved_random = random.getstate()
     saved_numpy = np.random.get_state()
@@ -133,6 +136,17 @@ def no_leaks() -> Iterator[None]:
         _scope._STACK.clear()
         _scope._LOCK.release_all()
         pytest.fail(f"test left scopes open: {leaked_scopes}")
+    lock = _scope._LOCK
+    held = (lock.owner, lock.count, lock._lock.locked())
+    if held != (None, 0, False):
+        lock.reset()
+        pytest.fail(f"test left the scope lock held: owner, count, locked = {held}")
+    if not gc.isenabled():
+        gc.enable()
+        pytest.fail("test left automatic garbage collection off")
+    if signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
+        pytest.fail("test left another SIGINT handler installed")
     assert after == before, "test leaked global RNG state or determinism flags"
 
 

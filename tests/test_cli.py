@@ -5,13 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import outside_state_restored
 
+from deterministic import deterministic
 from deterministic._cli import hash_seed
 
 SCRIPT = textwrap.dedent(
@@ -258,7 +261,8 @@ def test_bad_targets_are_one_line_errors(script: Path, args: list[str], message:
     result = cli(*args, cwd=script.parent)
     assert result.returncode == 2
     assert message in result.stderr
-    assert f"usage: deterministic {args[0]} --seed N" in result.stderr
+    seed_usage = "--seed N" if args[0] == "run" else "[--seed N]"  # check draws one without it
+    assert f"usage: deterministic {args[0]} {seed_usage}" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -410,3 +414,76 @@ def test_check_trace_dir_that_cannot_be_made_is_a_usage_error(script: Path) -> N
     assert result.returncode == 2
     assert "cannot be used" in result.stderr or "torch is not installed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_trace_without_seed_draws_one_for_both_runs(tmp_path: Path) -> None:
+    """check --trace without --seed draws one fresh seed, prints it, and both runs use it."""
+    pytest.importorskip("torch")
+    path = tmp_path / "draw.py"
+    path.write_text("import torch\nprint(torch.initial_seed(), torch.rand(2).tolist())\n")
+    result = cli("check", "--trace", "--trace-dir", str(tmp_path / "traces"), "draw.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    first_line = result.stdout.splitlines()[0]
+    assert first_line.startswith("check: effective seed ") and first_line.endswith(", 2 runs, traced")
+    seed = int(first_line.split()[3].rstrip(","))
+    assert "reproducible" in result.stdout
+    single = cli("run", "--seed", str(seed), "draw.py", cwd=tmp_path)
+    assert single.stdout.split()[0] == str(seed)
+
+
+THREADED = textwrap.dedent(
+    """
+    import random, threading
+    from deterministic import deterministic, seeded
+
+    @seeded(1)
+    def in_thread():
+        return random.random()
+
+    results = []
+    worker = threading.Thread(target=lambda: results.append(in_thread()))
+    worker.start()
+    worker.join(20)
+    print("joined" if not worker.is_alive() else "blocked", results)
+    with deterministic(1):
+        print(random.random())
+    print(random.random())
+    """
+)
+
+
+def test_run_lets_other_threads_enter_scopes(tmp_path: Path) -> None:
+    """Under run, a thread's scope never waits for the main thread: run seeds the start, it holds no scope."""
+    path = tmp_path / "threaded.py"
+    path.write_text(THREADED)
+    result = cli("run", "--seed", "7", "threaded.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    joined, scoped, after = result.stdout.splitlines()
+    with deterministic(1):
+        expected = random.random()
+    assert joined == f"joined [{expected!r}]"
+    assert float(scoped) == expected
+    with outside_state_restored():
+        random.seed(7)
+        assert float(after) == random.random()  # the process started as the classic recipe leaves it
+
+
+def test_run_seeds_torch_imported_later(tmp_path: Path) -> None:
+    """Under run, torch imported late is seeded with the run's seed, also inside a scope entered before."""
+    pytest.importorskip("torch")
+    path = tmp_path / "late.py"
+    path.write_text(
+        "from deterministic import deterministic\n"
+        "with deterministic(3):\n    import torch\n    inside = torch.rand(2).tolist()\n"
+        "print(inside, torch.rand(2).tolist(), torch.initial_seed())\n"
+    )
+    result = cli("run", "--seed", "11", "late.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    import torch
+
+    with outside_state_restored():
+        torch.manual_seed(3)
+        inside = torch.rand(2).tolist()
+        torch.manual_seed(11)
+        after = torch.rand(2).tolist()
+    assert result.stdout.strip() == f"{inside} {after} 11"

@@ -81,3 +81,62 @@ def test_compile_around_seeded_and_seeded_around_compile(fallback_random: bool) 
     if fallback_random:  # torch's own compiled RNG differs from eager's unless it falls back
         assert torch.equal(results["outer"][0], eager(x))
         assert torch.equal(results["inner"][0], eager(x))
+
+
+def test_scope_beside_a_half_imported_dynamo() -> None:
+    """A scope entered and left while torch._dynamo is half-initialised (imported by another thread) works."""
+    import importlib.util
+    import sys
+
+    from deterministic import _scope
+
+    real = sys.modules["torch._dynamo"]
+    spec = importlib.util.find_spec("torch._dynamo")
+    assert spec is not None
+    # What another thread's import leaves in sys.modules before the module's body has run.
+    half = importlib.util.module_from_spec(spec)
+    before = full_state()
+    sys.modules["torch._dynamo"] = half
+    try:
+        with deterministic(1):
+            torch.rand(2)
+    finally:
+        sys.modules["torch._dynamo"] = real
+    assert full_state() == before
+    assert not _scope._STACK and _scope._LOCK.owner is None and not _scope._LOCK._lock.locked()
+
+
+RACE = """
+import sys, threading
+import torch
+from deterministic import _scope, deterministic
+
+errors = []
+def enter_and_leave():
+    while not done.is_set():
+        try:
+            with deterministic(1):
+                pass
+        except Exception as error:
+            errors.append(repr(error))
+            break
+
+done = threading.Event()
+worker = threading.Thread(target=enter_and_leave)
+worker.start()
+import torch._dynamo  # the worker's scopes see it half-initialised meanwhile
+done.set()
+worker.join()
+lock = _scope._LOCK
+print(errors, lock.owner is None and not lock._lock.locked(), not _scope._STACK)
+"""
+
+
+def test_scopes_in_a_thread_while_dynamo_is_imported() -> None:
+    """Scopes of one thread run through another thread's import of torch._dynamo without error or leak."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[] True True"

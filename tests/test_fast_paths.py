@@ -209,43 +209,58 @@ def test_snapshot_restores_the_bit_generator_kind() -> None:
             np.random.set_bit_generator(original)
 
 
-def test_replaced_random_inst_is_seeded_and_restored() -> None:
-    """After random._inst is replaced, scopes seed and restore the new object, never the old one."""
-    original = random._inst  # type: ignore[attr-defined]
-    old_state = original.getstate()
+def test_replaced_random_inst_changes_nothing_the_module_functions_do() -> None:
+    """After random._inst is replaced, scopes seed and restore what random.random() draws from."""
+    original = random.getstate.__self__  # type: ignore[attr-defined]
     replacement = random.Random(5)
     replacement.random()
-    replacement.gauss(0, 1)
+    replaced_state = replacement.getstate()
     random._inst = replacement  # type: ignore[attr-defined]
     try:
+        with outside_state_restored():
+            random.seed(8)
+            expected = [random.random() for _ in range(3)]
         for _ in range(3):  # the second entry is served from the seed cache
-            before = replacement.getstate()
+            before = full_state()
             with deterministic(8):
-                assert replacement.getstate() == random.Random(8).getstate()
-                replacement.random()
-            assert replacement.getstate() == before
+                assert random.getstate() == random.Random(8).getstate()
+                assert [random.random() for _ in range(3)] == expected
+            assert full_state() == before
+            assert replacement.getstate() == replaced_state  # not the object the functions use
             assert random._inst is replacement  # type: ignore[attr-defined]
-        assert original.getstate() == old_state
-
-        class Subclass(random.Random):
-            pass
-
-        special = Subclass(3)
-        random._inst = special  # type: ignore[attr-defined]
-        before = special.getstate()
-        with deterministic(8):
-            assert special.getstate() == random.Random(8).getstate()
-        assert special.getstate() == before
-        assert original.getstate() == old_state
     finally:
         random._inst = original  # type: ignore[attr-defined]
 
 
-def test_replacing_random_inst_inside_a_scope_is_undone() -> None:
-    """random._inst replaced inside a scope is put back, with its saved state, on exit."""
+def test_subclass_bound_to_the_module_functions_is_seeded_through_its_methods() -> None:
+    """When the module's functions are bound to a Random subclass, scopes use its own methods."""
+
+    class Subclass(random.Random):
+        pass
+
+    special = Subclass(3)
+    saved = {name: getattr(random, name) for name in ("getstate", "setstate", "seed", "random")}
+    for name in saved:
+        setattr(random, name, getattr(special, name))
+    try:
+        before = special.getstate()
+        with deterministic(8):
+            assert special.getstate() == random.Random(8).getstate()
+            random.random()
+        assert special.getstate() == before
+    finally:
+        for name, function in saved.items():
+            setattr(random, name, function)
+
+
+def test_replacing_random_inst_inside_a_scope_leaves_the_module_functions_exact() -> None:
+    """random._inst replaced inside a scope stays the user's; what random.getstate() shows is restored."""
     original = random._inst  # type: ignore[attr-defined]
     before = full_state()
-    with deterministic(2):
-        random._inst = random.Random(1)  # type: ignore[attr-defined]
-    assert random._inst is original  # type: ignore[attr-defined]
-    assert full_state() == before
+    try:
+        with deterministic(2):
+            random._inst = random.Random(1)  # type: ignore[attr-defined]
+            random.random()
+        assert full_state() == before
+    finally:
+        random._inst = original  # type: ignore[attr-defined]

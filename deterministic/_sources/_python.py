@@ -1,4 +1,4 @@
-"""Python's ``random`` module-level generator (``random._inst``)."""
+"""Python's ``random`` module-level generator: the object ``random.random()`` and friends draw from."""
 
 from __future__ import annotations
 
@@ -21,11 +21,14 @@ _SEED_CACHE_SIZE = 64
 class PythonRandomSource:
     """The generator behind ``random.random()`` and friends; its state includes ``gauss_next``.
 
-    The source works on whatever object ``random._inst`` is at each use, and a state
-    names the object it was taken from: restoring it puts that object back as
-    ``random._inst`` if it was replaced, then installs its state. States hold byte copies
-    of the generator's C struct when the object is exactly the type whose layout was
-    verified (see ``_layout``), else ``getstate()`` tuples; :meth:`public_state` converts.
+    The module's functions are bound methods of one ``Random`` object, made at import;
+    assigning ``random._inst`` later changes nothing they do. The source therefore works
+    on the object ``random.getstate`` is bound to, looked up at each use, so that a
+    capture is what ``random.getstate()`` returns and seeding is what ``random.seed()``
+    does. A state names the object it was taken from and is restored into it. States hold
+    byte copies of the generator's C struct when the object is exactly the type whose
+    layout was verified (see ``_layout``), else ``getstate()`` tuples; :meth:`public_state`
+    converts.
     """
 
     name = "random"
@@ -47,6 +50,12 @@ class PythonRandomSource:
 
         return random
 
+    def _generator(self) -> Any:
+        """The object the module's functions use (``random._inst`` only if they are not bound methods)."""
+        module = self._random()
+        generator = getattr(module.getstate, "__self__", None)
+        return generator if isinstance(generator, module.Random) else module._inst
+
     def _resolve(self) -> RandomLayout | None:
         if self._layout is _UNPROBED:
             from ._layout import find_random_layout  # noqa: PLC0415 - ctypes is imported on first use
@@ -66,15 +75,15 @@ class PythonRandomSource:
     def capture(self) -> Any:
         """Return ``(generator, struct bytes or None, gauss_next or getstate())``."""
         layout = self._resolve()
-        generator: Any = self._random()._inst
+        generator = self._generator()
         if layout is not None and type(generator) is layout.kind:
             return (generator, layout.read(generator), generator.gauss_next)
         return (generator, None, generator.getstate())
 
     def seed(self, seed: int) -> None:
-        """Seed ``random._inst`` as ``random.seed(seed)`` does, which also clears the cached Gaussian."""
+        """Seed as ``random.seed(seed)`` does, which also clears the cached Gaussian."""
         layout = self._resolve()
-        generator: Any = self._random()._inst
+        generator = self._generator()
         if layout is None or type(generator) is not layout.kind:
             generator.seed(seed)
             return
@@ -89,11 +98,8 @@ class PythonRandomSource:
             generator.gauss_next = None
 
     def restore(self, state: Any) -> None:
-        """Put the captured generator back as ``random._inst`` if it was replaced, and install its state."""
+        """Install a captured state into the object it was captured from."""
         generator, raw, rest = state
-        random = self._random()
-        if random._inst is not generator:
-            random._inst = generator
         if raw is None:
             generator.setstate(rest)
             return
@@ -132,8 +138,8 @@ class PythonRandomSource:
         return {"version": 3, "state": words, "gauss_next": gauss_next}
 
     def from_data(self, data: dict[str, Any]) -> Any:
-        """Return a state for :meth:`restore` (into the current ``random._inst``) from validated data."""
-        generator: Any = self._random()._inst
+        """Return a state for :meth:`restore` (into what the module's functions use) from validated data."""
+        generator = self._generator()
         return (generator, None, (data["version"], tuple(data["state"]), data["gauss_next"]))
 
 
