@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 import deterministic as package
-from deterministic import deterministic, seeded
+from deterministic import _interrupts, deterministic, seeded
 
 Row = Callable[[int], None]
 
@@ -58,6 +58,35 @@ def scope_row(config: deterministic) -> Row:
                 pass
 
     return run
+
+
+def guard_cost(iterations: int, rounds: int) -> dict[str, float]:
+    """What holding Ctrl-C off costs: scopes with the guard and with it switched off, alternating.
+
+    Each round times every variant once, in turn, so that the machine's drift hits all
+    of them alike; the medians over the rounds are compared.
+    """
+
+    def never_armed() -> bool:
+        return False
+
+    armed = _interrupts.arm
+    variants = {"all sources": deterministic(0), "random only": deterministic(0, sources=("random",))}
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for label, config in variants.items():
+            for guard, arm in (("guard", armed), ("no guard", never_armed)):
+                _interrupts.arm = arm
+                try:
+                    start = time.perf_counter()
+                    for _ in range(iterations):
+                        with config:
+                            pass
+                    elapsed = time.perf_counter() - start
+                finally:
+                    _interrupts.arm = armed
+                samples.setdefault(f"{label}, {guard}", []).append(elapsed / iterations * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 @seeded(0)
@@ -319,6 +348,7 @@ def main() -> int:
         "iterations": iterations,
         "rounds": rounds,
         "rows": table,
+        "guard": guard_cost(iterations, 6 if args.quick else 30),
         "import": import_time(5 if args.quick else 20),
         "memory": memory_growth(entries),
         "cuda": cuda,
@@ -338,6 +368,13 @@ def main() -> int:
         vs_lightning = "—" if entry["vs_lightning"] is None else f"{entry['vs_lightning']:.3f}"
         cells = f"{entry['us_per_block']:9.2f} | {entry['vs_floor']:7.3f} | {vs_lightning:>11}"
         print(f"| {entry['row']:44} | {cells} |")
+    guard = result["guard"]
+    print("\nCtrl-C guard, alternating rounds (median µs per block):")
+    for label in ("all sources", "random only"):
+        on, off = guard[f"{label}, guard"], guard[f"{label}, no guard"]
+        print(
+            f"  with deterministic(0), {label}: {on:.2f} with the guard, {off:.2f} without (x{on / off:.3f})"
+        )
     imported = result["import"]
     print(
         f"\nimport deterministic: {imported['import_ms_in_process']:.1f} ms inside a fresh interpreter; "

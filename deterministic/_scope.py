@@ -331,15 +331,16 @@ def _start(scope: Scope, parts: tuple[Part, ...], resume: dict[Part, Any] | None
                 part.restore(resume[part])
             else:
                 part.seed(seed)
+        # Inside the rollback too: an entry that cannot watch a later import is undone.
+        if missing is not None:
+            for part in missing:
+                if sys.modules.get(part.module) is None:
+                    watch(part.module, _engage_imported)
     except BaseException:
         failure = restore_all(saved)
         if failure is not None:
             raise failure  # noqa: B904 - the original error is its context
         raise
-    if missing is not None:
-        for part in missing:
-            if sys.modules.get(part.module) is None:
-                watch(part.module, _engage_imported)
 
 
 def close_scope(scope: Scope, keep: bool = False) -> dict[Part, Any] | None:

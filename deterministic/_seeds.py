@@ -5,6 +5,10 @@ from __future__ import annotations
 import operator
 import os
 
+TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ["SEED_RANGE", "SeedLike", "derive_seed", "draw_fresh_seed", "resolve_seed", "seed_from_text"]
 
 #: Seeds used verbatim lie in ``range(0, 2**32)``, the range every RNG accepts.
@@ -79,10 +83,21 @@ def derive_seed(*keys: object) -> int:
         raise TypeError(f"derive_seed() needs at least one key ({_ACCEPTED_KEYS})")
     encoded = [len(keys).to_bytes(8, "big")]
     encoded.extend(_encode_key(key) for key in keys)
-    import hashlib  # noqa: PLC0415 - imported on first use to keep `import deterministic` fast
-
-    digest = hashlib.blake2b(b"".join(encoded), digest_size=4, person=_PERSON).digest()
+    digest = _blake2b()(b"".join(encoded), digest_size=4, person=_PERSON).digest()
     return int.from_bytes(digest, "big")
+
+
+def _blake2b() -> Any:
+    """``blake2b``, imported on first use; from ``_blake2`` directly where it exists.
+
+    ``hashlib`` costs milliseconds to import (it loads OpenSSL's bindings), which every
+    child interpreter of a program under ``run`` would pay at startup.
+    """
+    try:
+        from _blake2 import blake2b  # noqa: PLC0415
+    except ImportError:  # an interpreter built without it: hashlib falls back to OpenSSL
+        from hashlib import blake2b  # noqa: PLC0415
+    return blake2b
 
 
 def draw_fresh_seed() -> int:

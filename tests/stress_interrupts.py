@@ -37,12 +37,12 @@ except ImportError:
 from deterministic import _scope, deterministic, seeded
 
 # Waits for a byte ("ready"), sleeps a random moment, sends SIGINT; shoots again if no
-# byte comes within a second (a hung target is then interrupted in its wait).
+# byte comes within ten seconds (a hung target is then interrupted in its wait).
 SHOOTER = """
 import os, random, select, signal, sys, time
 target, delays = int(sys.argv[1]), random.Random(int(sys.argv[2]))
 while True:
-    ready, _, _ = select.select([sys.stdin], [], [], 1.0)
+    ready, _, _ = select.select([sys.stdin], [], [], 10.0)
     if ready and not os.read(sys.stdin.fileno(), 1):
         break
     time.sleep(delays.uniform(0, 0.001))
@@ -170,10 +170,13 @@ def main() -> int:
     interrupts = 0
     failures: list[str] = []
     deadline = time.monotonic() + options.seconds
-    shooter.stdin.write(b"x")
-    shooter.stdin.flush()
+    ready = True
     while interrupts < options.interrupts and time.monotonic() < deadline:
         try:
+            if ready:  # inside the `try`: the shot may land as soon as the byte is written
+                ready = False
+                shooter.stdin.write(b"x")
+                shooter.stdin.flush()
             while True:
                 operations()
         except KeyboardInterrupt:
@@ -185,8 +188,7 @@ def main() -> int:
                 repair(baseline, handler)
                 if len(failures) >= 20:
                     break
-            shooter.stdin.write(b"x")  # ready for the next one
-            shooter.stdin.flush()
+            ready = True
     # A last shot may still be on its way: from here on it is ignored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     shooter.stdin.close()

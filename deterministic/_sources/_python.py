@@ -82,8 +82,10 @@ class PythonRandomSource:
 
     def seed(self, seed: int) -> None:
         """Seed as ``random.seed(seed)`` does, which also clears the cached Gaussian."""
-        layout = self._resolve()
         generator = self._generator()
+        # Seeding before anything was captured (a process's start under `run`) needs no
+        # byte copies: probing the layout would import ctypes into every child.
+        layout = None if self._layout is _UNPROBED else self._resolve()
         if layout is None or type(generator) is not layout.kind:
             generator.seed(seed)
             return
