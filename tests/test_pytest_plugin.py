@@ -295,8 +295,6 @@ def test_pytest_randomly_still_drives_torch_without_the_option(
 
 def test_seed_last_and_random(pytester: pytest.Pytester, tmp_path: Path) -> None:
     """--deterministic-seed=random draws a seed shown in the header; =last repeats it from the cache."""
-    import re
-
     pytester.makepyfile(test_composed=COMPOSED)
     outputs = []
     for value in ("random", "last"):
@@ -306,9 +304,7 @@ def test_seed_last_and_random(pytester: pytest.Pytester, tmp_path: Path) -> None
             "-p", "no:randomly", f"--deterministic-seed={value}", "-k", "plain"
         )
         assert result.ret == 0, result.stdout.str()
-        header = re.search(r"--deterministic-seed=(\d+)", result.stdout.str())
-        assert header is not None
-        outputs.append((int(header.group(1)), record.read_text()))
+        outputs.append((_header_seed(result.stdout.str()), record.read_text()))
     assert outputs[0] == outputs[1]
 
 
