@@ -38,7 +38,8 @@ __all__ = [
 if TYPE_CHECKING:
     from ._distributed import rank_seed, shared_seed, synchronize
     from ._loading import dataloader_kwargs, seed_worker
-    from ._samples import SampleKey, SeededDataset, SeededSampler
+    from ._samples import SampleKey, SeededDataset
+    from ._seeded_sampler import SeededSampler
     from ._seeded_loader import SeededDataLoader
     from ._snapshot import RNGState, restore, snapshot
     from ._trace import Divergence, first_divergence, trace
@@ -53,7 +54,7 @@ _LAZY = {
     "seed_worker": "_loading",
     "SampleKey": "_samples",
     "SeededDataset": "_samples",
-    "SeededSampler": "_samples",
+    "SeededSampler": "_seeded_sampler",
     # A DataLoader subclass: it imports torch.
     "SeededDataLoader": "_seeded_loader",
     "RNGState": "_snapshot",

@@ -10,7 +10,6 @@ middle of an epoch by skipping the keys already handed out.
 
 from __future__ import annotations
 
-import math
 from collections import namedtuple
 
 from ._scope import close_scope, deterministic, open_scope
@@ -18,10 +17,10 @@ from ._seeds import SeedLike, derive_seed, draw_fresh_seed, resolve_seed
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sized
+    from collections.abc import Iterable
     from typing import Any
 
-__all__ = ["SampleKey", "SeededDataset", "SeededSampler", "order_seed", "sample_seed"]
+__all__ = ["SampleKey", "SeededDataset", "order_seed", "sample_seed"]
 
 
 if TYPE_CHECKING:
@@ -96,6 +95,19 @@ def _check_progress(state: object, owner: str, counter: str, limit: int) -> tupl
     return epoch, count
 
 
+class _Items(list["Any"]):
+    """A batch's items, with the keys they were computed for: what the loader's collate scope is keyed by."""
+
+    __slots__ = ("keys",)
+
+
+def _shared_epoch(epoch: int) -> Any:
+    """An int in shared memory: DataLoader workers, persistent ones included, read the epoch set later."""
+    from multiprocessing.sharedctypes import RawValue  # noqa: PLC0415 - only datasets need it
+
+    return RawValue("q", epoch)
+
+
 class SeededDataset:
     """A map-style dataset whose items are computed inside a scope seeded by their key.
 
@@ -103,8 +115,9 @@ class SeededDataset:
     ``deterministic(derive_seed(seed, "sample", e, i))`` (sources only: the determinism
     flags are left alone), so every draw from ``random``, NumPy, torch and registered
     sources made while producing the item depends only on ``(seed, e, i)``. ``ds[i]``
-    with a plain int uses the epoch set by :meth:`set_epoch` (default 0). ``len()`` and
-    attribute access pass through to the wrapped dataset.
+    with a plain int uses the epoch set by :meth:`set_epoch` (default 0); the epoch lives
+    in shared memory, so DataLoader workers started earlier (``persistent_workers=True``)
+    see it too. ``len()`` and attribute access pass through to the wrapped dataset.
 
     Args:
         dataset: A map-style dataset (``__getitem__`` with ints; ``__len__`` for bounds).
@@ -112,20 +125,25 @@ class SeededDataset:
             once (logged).
 
     Raises:
-        TypeError: If the dataset has no ``__getitem__`` or the seed is not accepted.
+        TypeError: If the dataset has no ``__getitem__``, is a torch ``IterableDataset``,
+            or the seed is not accepted.
     """
 
     def __init__(self, dataset: Any, seed: SeedLike) -> None:
-        if not hasattr(dataset, "__getitem__"):
-            raise TypeError(f"SeededDataset needs a map-style dataset, not {type(dataset).__name__}")
+        _check_map_style(dataset)
         self.dataset = dataset
         self.seed = _effective(seed)
-        self.epoch = 0
+        self._epoch = _shared_epoch(0)
         # Sources only: a per-item scope need not save and set the determinism flags.
         self._config = deterministic(self.seed, cudnn_deterministic=None, cudnn_benchmark=None)
 
+    @property
+    def epoch(self) -> int:
+        """The epoch that plain int indices use."""
+        return int(self._epoch.value)
+
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch that plain int indices use.
+        """Set the epoch that plain int indices use, in this process and in its DataLoader workers.
 
         Args:
             epoch: A non-negative int.
@@ -134,23 +152,32 @@ class SeededDataset:
             TypeError: If it is not an int.
             ValueError: If it is negative.
         """
-        self.epoch = _check_int(epoch, "epoch")
+        self._epoch.value = _check_int(epoch, "epoch")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(vars(self))
+        from multiprocessing.context import get_spawning_popen  # noqa: PLC0415
+
+        if get_spawning_popen() is None:
+            # Shared memory travels only to a process being started (a spawned DataLoader
+            # worker); a copy or a pickle elsewhere gets its own epoch.
+            state["_epoch"] = self.epoch
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state["_epoch"], int):
+            state["_epoch"] = _shared_epoch(state["_epoch"])
+        vars(self).update(state)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("dataset", "seed", "epoch", "_config") or name.startswith("__"):
+        if name in ("dataset", "seed", "_epoch", "_config") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
-    def __getitem__(self, key: SampleKey | int) -> Any:
-        """Return the item of ``key`` (a :class:`SampleKey` or an int index), computed in its scope.
-
-        Raises:
-            TypeError: If the key is neither a SampleKey nor an int.
-            IndexError: If the index is outside the wrapped dataset.
-        """
+    def _key(self, key: SampleKey | int) -> tuple[int, int]:
         if isinstance(key, tuple) and len(key) == 2:
             epoch = _check_int(key[0], "SampleKey.epoch")
             index = _check_int(key[1], "SampleKey.index", low=-(2**62))
@@ -166,145 +193,52 @@ class SeededDataset:
                 index += size
             if not 0 <= index < size:
                 raise IndexError(f"index {key!r} is out of range for a dataset of {size} items")
+        return epoch, index
+
+    def __getitem__(self, key: SampleKey | int) -> Any:
+        """Return the item of ``key`` (a :class:`SampleKey` or an int index), computed in its scope.
+
+        Raises:
+            TypeError: If the key is neither a SampleKey nor an int.
+            IndexError: If the index is outside the wrapped dataset.
+        """
+        epoch, index = self._key(key)
         scope = open_scope(self._config, sample_seed(self.seed, epoch, index))
         try:
             return self.dataset[index]
         finally:
             close_scope(scope)
 
+    def __getitems__(self, keys: Iterable[SampleKey | int]) -> list[Any]:
+        """Return the items of a batch of keys, each computed in its own scope, remembering the keys.
+
+        DataLoader fetches a batch through this method; the keys let a
+        :class:`~deterministic.SeededDataLoader` seed the batch's ``collate_fn``.
+        """
+        resolved = [self._key(key) for key in keys]
+        items = _Items(self[SampleKey(*key)] for key in resolved)
+        items.keys = resolved
+        return items
+
     def __repr__(self) -> str:
         return f"SeededDataset({self.dataset!r}, seed={self.seed})"
 
 
-class SeededSampler:
-    """Yields the :class:`SampleKey` s of an epoch: a permutation drawn from the seed, split by rank.
+def _check_map_style(dataset: Any) -> None:
+    """Refuse what has no index to key a sample by: non-indexable objects and iterable datasets."""
+    from ._sources import loaded_module  # noqa: PLC0415
 
-    The epoch's global order is a permutation drawn from ``derive_seed(seed, "order",
-    epoch)`` (the identity when ``shuffle=False``). With several replicas it is padded
-    (repeating its start) or, with ``drop_last``, trimmed to a multiple of
-    ``num_replicas``, as ``DistributedSampler`` does, and rank ``r`` takes every
-    ``num_replicas``-th key starting at ``r``. The state (:meth:`state_dict`) is the
-    epoch and the number of keys this rank has already taken; a sampler loaded from it
-    continues with the next key. Iterating to the end resets the position, and
-    :meth:`set_epoch` with a new epoch starts that epoch from its beginning.
-
-    Args:
-        data_source: The dataset (only its length is used).
-        seed: As for :class:`~deterministic.deterministic`; ``None`` draws a fresh seed.
-        shuffle: Permute each epoch (else the identity order).
-        num_replicas: The number of ranks; ``None`` takes the world size of the
-            initialised process group, else 1.
-        rank: This rank; ``None`` takes the process group's rank, else 0.
-        drop_last: Trim the order to a multiple of ``num_replicas`` instead of padding.
-
-    Raises:
-        TypeError: For arguments of the wrong type.
-        ValueError: For a rank outside ``[0, num_replicas)``.
-    """
-
-    def __init__(
-        self,
-        data_source: Sized,
-        seed: SeedLike,
-        *,
-        shuffle: bool = True,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        drop_last: bool = False,
-    ) -> None:
-        default_replicas, default_rank = _world()
-        self.data_source = data_source
-        self.seed = _effective(seed)
-        self.shuffle = bool(shuffle)
-        self.num_replicas = (
-            default_replicas if num_replicas is None else _check_int(num_replicas, "num_replicas", 1)
+    torch: Any = loaded_module("torch")
+    if torch is not None and isinstance(dataset, torch.utils.data.IterableDataset):
+        raise TypeError(
+            f"SeededDataset needs a map-style dataset; {type(dataset).__name__} is an IterableDataset, "
+            "whose items have no index to key their randomness by. Give each record an explicit key "
+            "(its shard and position in the shard, or a stable id) and draw from "
+            "torch.Generator().manual_seed(derive_seed(seed, 'sample', epoch, *key)), or open "
+            "`with deterministic(derive_seed(seed, 'sample', epoch, *key)):` around its augmentation"
         )
-        self.rank = default_rank if rank is None else _check_int(rank, "rank")
-        if self.rank >= self.num_replicas:
-            raise ValueError(f"rank must lie in [0, {self.num_replicas}), not {self.rank}")
-        self.drop_last = bool(drop_last)
-        self.epoch = 0
-        self.position = 0
-
-    def _sizes(self) -> tuple[int, int]:
-        """(keys per rank, total keys over all ranks)."""
-        size = len(self.data_source)
-        if self.drop_last and size % self.num_replicas:
-            per_rank = math.ceil((size - self.num_replicas) / self.num_replicas)
-        else:
-            per_rank = math.ceil(size / self.num_replicas)
-        return per_rank, per_rank * self.num_replicas
-
-    def __len__(self) -> int:
-        return self._sizes()[0]
-
-    def order(self, epoch: int | None = None) -> list[int]:
-        """Return the epoch's global order of indices, padded or trimmed, before the split by rank.
-
-        Args:
-            epoch: The epoch; ``None`` for the current one.
-
-        Returns:
-            The indices.
-        """
-        import torch  # noqa: PLC0415 - samplers feed DataLoaders, which need torch
-
-        epoch = self.epoch if epoch is None else epoch
-        size = len(self.data_source)
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(order_seed(self.seed, epoch))
-            indices = torch.randperm(size, generator=generator).tolist()
-        else:
-            indices = list(range(size))
-        total = self._sizes()[1]
-        if total > len(indices) and indices:
-            repeats = math.ceil((total - len(indices)) / len(indices))
-            indices += (indices * repeats)[: total - len(indices)]
-        return indices[:total]
-
-    def keys(self) -> list[SampleKey]:
-        """Return this rank's keys of the current epoch, from the first."""
-        order = self.order()
-        return [SampleKey(self.epoch, index) for index in order[self.rank :: self.num_replicas]]
-
-    def __iter__(self) -> Iterator[SampleKey]:
-        keys = self.keys()
-        start = self.position
-        for offset, key in enumerate(keys[start:], start=start + 1):
-            self.position = offset
-            yield key
-        self.position = 0  # the epoch is done: iterating again starts it over
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch``'s order; a new epoch starts from its first key.
-
-        Setting the epoch the sampler is already in keeps its position, so that
-        ``load_state_dict(...)`` followed by the usual ``set_epoch(epoch)`` resumes.
-
-        Args:
-            epoch: A non-negative int.
-        """
-        epoch = _check_int(epoch, "epoch")
-        if epoch != self.epoch:
-            self.position = 0
-        self.epoch = epoch
-
-    def state_dict(self) -> dict[str, int]:
-        """Return ``{"epoch": e, "position": p}``: p keys of epoch e were taken on this rank."""
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue from a :meth:`state_dict`.
-
-        Args:
-            state: ``{"epoch": e, "position": p}``.
-
-        Raises:
-            TypeError: If it is not such a dict of ints.
-            ValueError: If the position is beyond the epoch.
-        """
-        epoch, position = _check_progress(state, "SeededSampler", "position", len(self))
-        self.epoch, self.position = epoch, position
+    if not hasattr(dataset, "__getitem__"):
+        raise TypeError(f"SeededDataset needs a map-style dataset, not {type(dataset).__name__}")
 
 
 def _world() -> tuple[int, int]:

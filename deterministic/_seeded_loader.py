@@ -6,47 +6,85 @@ Imports torch at import, so ``deterministic`` imports this module only when
 
 from __future__ import annotations
 
+import math
+from array import array
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data._utils.collate import default_collate
 
-from ._samples import SeededDataset, SeededSampler, _check_int, _check_progress, _effective
+from ._samples import SeededDataset, _check_int, _effective
+from ._scope import close_scope, deterministic, open_scope
+from ._seeded_sampler import SeededSampler, _read_state
 from ._seeds import SeedLike, derive_seed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 __all__ = ["SeededDataLoader"]
+
+
+class _SeededCollate:
+    """Runs ``collate_fn`` inside a scope keyed by the batch's sample keys.
+
+    A worker's global RNG otherwise depends on which batches that worker collated before,
+    which changes with the number of workers and when a loader resumes mid-epoch.
+    Module-level, so that spawned workers can unpickle it.
+    """
+
+    def __init__(self, collate_fn: Callable[[Any], Any], seed: int) -> None:
+        self.collate_fn = collate_fn
+        self.seed = seed
+        self._config = deterministic(seed, cudnn_deterministic=None, cudnn_benchmark=None)
+
+    def __call__(self, items: Any) -> Any:
+        keys = getattr(items, "keys", None)
+        if not isinstance(keys, list):  # not fetched through SeededDataset.__getitems__
+            return self.collate_fn(items)
+        flat = array("q", [number for key in keys for number in key]).tobytes()
+        scope = open_scope(self._config, derive_seed(self.seed, "batch", flat))
+        try:
+            return self.collate_fn(items)
+        finally:
+            close_scope(scope)
 
 
 class SeededDataLoader(DataLoader):  # type: ignore[type-arg]
     """A ``DataLoader`` over a :class:`SeededDataset` in the order of a :class:`SeededSampler`.
 
-    Every item is a pure function of ``(seed, epoch, index)``, so batches are the same
-    with any ``num_workers``, ``persistent_workers``, ``prefetch_factor``, fork or spawn.
-    The loader has its own ``torch.Generator`` (seeded ``derive_seed(seed, "loader")``),
-    so creating an iterator never draws from the global torch RNG. :meth:`state_dict`
-    counts the batches handed to the caller in this epoch; a loader loaded from it (in a
-    fresh process too) yields exactly the batches the uninterrupted loader would have
-    yielded next. Call :meth:`set_epoch` at the start of each epoch, as with
-    ``DistributedSampler``. Other keywords (``num_workers``, ``collate_fn``,
-    ``pin_memory``, ...) pass through to ``DataLoader``.
+    Every item is a pure function of ``(seed, epoch, index)``, and ``collate_fn`` runs in a
+    scope keyed by the batch's keys, so batches are the same with any ``num_workers``,
+    ``persistent_workers``, ``prefetch_factor``, fork or spawn. The loader has its own
+    ``torch.Generator`` (seeded ``derive_seed(seed, "loader")``), so creating an iterator
+    never draws from the global torch RNG.
+
+    The epoch and the progress live in the sampler (``loader.sampler``), so
+    ``set_epoch`` on the loader or on its sampler (as Lightning and accelerate do) is the
+    same. :meth:`state_dict` counts the samples of the epoch's global order handed to the
+    caller (all ranks together; workers may have prefetched more, which does not count);
+    a loader loaded from it, in a fresh process, with another batch size or world size,
+    yields exactly the remaining samples. Handing out an epoch's last batch moves the
+    loader to the start of the next epoch, whether or not the iterator is exhausted, so a
+    loader iterated again without ``set_epoch`` gets the next epoch. Other keywords
+    (``num_workers``, ``collate_fn``, ``pin_memory``, ...) pass through to ``DataLoader``.
 
     Args:
         dataset: A map-style dataset (wrapped in a :class:`SeededDataset` unless it is one).
         seed: As for :class:`~deterministic.deterministic`; ``None`` draws a fresh seed.
-        batch_size: Items per batch.
+        batch_size: Items per batch (per rank).
         shuffle: Permute each epoch.
-        num_replicas: Ranks sharing the epoch (``None``: the process group's world size, else 1).
-        rank: This rank (``None``: the process group's rank, else 0).
+        num_replicas: Ranks sharing the epoch (``None``: the process group's world size
+            when an epoch's iterator starts, else 1).
+        rank: This rank (``None``: the process group's rank then, else 0).
         drop_last: Trim to a multiple of ``num_replicas`` and drop an incomplete last batch.
         **dataloader_kwargs: Passed to ``DataLoader``.
 
     Raises:
         ValueError: If ``sampler``, ``batch_sampler`` or ``generator`` is given: the loader
             makes its own.
+        TypeError: If the dataset is an ``IterableDataset`` or not map-style.
     """
 
     def __init__(
@@ -67,11 +105,15 @@ class SeededDataLoader(DataLoader):  # type: ignore[type-arg]
                     f"SeededDataLoader makes its own sampler and generator; {name}= cannot be given "
                     f"(order and sharding come from seed, shuffle=, num_replicas=, rank= and drop_last=)"
                 )
+        if isinstance(dataset, IterableDataset):
+            SeededDataset(dataset, 0)  # raises the TypeError that explains what to do instead
+        batch_size = _check_int(batch_size, "batch_size", 1)
         effective = dataset.seed if isinstance(dataset, SeededDataset) else _effective(seed)
         seeded = dataset if isinstance(dataset, SeededDataset) else SeededDataset(dataset, effective)
         sampler = SeededSampler(
             seeded, effective, shuffle=shuffle, num_replicas=num_replicas, rank=rank, drop_last=drop_last
         )
+        collate_fn = dataloader_kwargs.pop("collate_fn", None) or default_collate
         generator = torch.Generator().manual_seed(derive_seed(effective, "loader"))
         dataset_for_loader: Any = seeded  # map-style by protocol, not a torch Dataset subclass
         super().__init__(
@@ -80,15 +122,18 @@ class SeededDataLoader(DataLoader):  # type: ignore[type-arg]
             sampler=sampler,
             drop_last=drop_last,
             generator=generator,
+            collate_fn=_SeededCollate(collate_fn, effective),
             **dataloader_kwargs,
         )
+        self.seed = effective
+        self.shuffle = bool(shuffle)
         self.seeded_sampler = sampler
         self.seeded_dataset = seeded
-        self._handed_out = 0  # batches of the current epoch handed to the caller
+        self._iterator_number = 0  # only the newest iterator moves the progress
 
     @property
     def epoch(self) -> int:
-        """The current epoch."""
+        """The epoch the next batch comes from."""
         return self.seeded_sampler.epoch
 
     def set_epoch(self, epoch: int) -> None:
@@ -96,39 +141,122 @@ class SeededDataLoader(DataLoader):  # type: ignore[type-arg]
 
         Args:
             epoch: A non-negative int.
+
+        Raises:
+            TypeError: If it is not an int.
+            ValueError: If it is negative.
         """
-        epoch = _check_int(epoch, "epoch")
-        if epoch != self.seeded_sampler.epoch:
-            self._handed_out = 0
         self.seeded_sampler.set_epoch(epoch)
         self.seeded_dataset.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        return self._batches()
+        self._iterator_number += 1
+        return self._batches(self._iterator_number)
 
-    def _batches(self) -> Iterator[Any]:
-        # The sampler may run ahead (workers prefetch); the position handed out is what counts.
-        self.seeded_sampler.position = self._handed_out * int(self.batch_size or 1)
+    def _batches(self, number: int) -> Iterator[Any]:
+        sampler = self.seeded_sampler
+        epoch, start, replicas, keys = sampler._plan()
+        batch_size = int(self.batch_size or 1)
+        batches = len(keys) // batch_size if self.drop_last else math.ceil(len(keys) / batch_size)
+        if epoch != self.seeded_dataset.epoch:
+            self.seeded_dataset.set_epoch(epoch)
+        handed_out = 0
+        # The loader counts what it hands out, not what workers prefetch: the sampler's
+        # iteration that this iterator starts must not count itself.
+        sampler._driven = True
         for batch in super().__iter__():
-            self._handed_out += 1
+            handed_out += 1
+            # Recorded before the batch is handed out: a loop stopped after len(loader)
+            # batches (Lightning does that) never resumes this generator.
+            if number == self._iterator_number:
+                taken = len(keys) if handed_out >= batches else handed_out * batch_size
+                sampler._consumed(epoch, start, replicas, taken, len(keys))
             yield batch
-        self._handed_out = 0
 
     def state_dict(self) -> dict[str, int]:
-        """Return ``{"epoch": e, "batches": b}``: b batches of epoch e were handed to the caller."""
-        return {"epoch": self.seeded_sampler.epoch, "batches": self._handed_out}
+        """Return ``{"epoch": e, "samples": n, "size": s}``: n samples of epoch e were handed out.
+
+        ``n`` counts the epoch's global order over all ranks, ``s`` is the dataset's length.
+        """
+        return self.seeded_sampler.state_dict()
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue after the batches a :meth:`state_dict` counted.
+        """Continue after the samples a :meth:`state_dict` counted.
+
+        The state may come from a loader with another batch size or world size: the
+        remaining samples of the epoch's order are split over this loader's ranks. A state
+        of the previous format (``{"epoch", "batches"}``) is read with this loader's batch
+        size and world size.
 
         Args:
-            state: ``{"epoch": e, "batches": b}``.
+            state: ``{"epoch": e, "samples": n, "size": s}``.
 
         Raises:
             TypeError: If it is not such a dict of ints.
-            ValueError: If ``b`` is beyond the epoch's batches.
+            ValueError: If the dataset's length is not ``s``, or ``n`` is beyond the epoch.
         """
-        epoch, batches = _check_progress(state, "SeededDataLoader", "batches", len(self))
-        self.seeded_sampler.load_state_dict({"epoch": epoch, "position": 0})
+        sampler = self.seeded_sampler
+        epoch, samples = _read_state(
+            state, len(self.seeded_dataset), "SeededDataLoader", sampler.num_replicas, int(self.batch_size or 1)
+        )
+        sampler.epoch, sampler.samples = epoch, samples
         self.seeded_dataset.set_epoch(epoch)
-        self._handed_out = batches
+
+
+# DataLoader settings a rebuilt loader keeps; the order, sharding and generator are replaced.
+_KEPT = (
+    "num_workers",
+    "collate_fn",
+    "pin_memory",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "persistent_workers",
+    "pin_memory_device",
+    "in_order",
+)
+
+
+def seeded_like(loader: Any, seed: SeedLike) -> SeededDataLoader | str:
+    """Rebuild a map-style ``DataLoader`` as a :class:`SeededDataLoader` with the same settings.
+
+    Keeps the dataset, batch size, ``drop_last``, workers, ``collate_fn`` and the other
+    settings; shuffles when the loader shuffled (a ``RandomSampler``, or a shuffling
+    ``DistributedSampler``). A ``SeededDataLoader`` is returned as it is.
+
+    Args:
+        loader: The loader to rebuild.
+        seed: The new loader's seed.
+
+    Returns:
+        The new loader, or, where it cannot be made exact, the reason why.
+    """
+    from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, SequentialSampler
+
+    if isinstance(loader, SeededDataLoader):
+        return loader
+    if not isinstance(loader, DataLoader):
+        return f"it is a {type(loader).__name__}, not a torch DataLoader"
+    if isinstance(loader.dataset, IterableDataset):
+        return "its dataset is an IterableDataset, whose items have no index to key their randomness by"
+    if loader.batch_size is None:
+        return "it has no batch_size (a custom batch_sampler, or batching disabled)"
+    if type(loader.batch_sampler) is not BatchSampler:
+        return f"its batch sampler is a custom {type(loader.batch_sampler).__name__}"
+    sampler = loader.sampler
+    if type(sampler) is RandomSampler and not sampler.replacement and sampler._num_samples is None:
+        shuffle = True
+    elif type(sampler) is SequentialSampler:
+        shuffle = False
+    elif type(sampler) is DistributedSampler:
+        shuffle = bool(sampler.shuffle)
+    else:
+        return f"its sampler is a {type(sampler).__name__}, whose order cannot be reproduced per sample"
+    kept = {name: getattr(loader, name) for name in _KEPT if hasattr(loader, name)}
+    if loader.num_workers > 0:
+        kept["prefetch_factor"] = loader.prefetch_factor
+    else:
+        kept.pop("persistent_workers", None)
+    return SeededDataLoader(
+        loader.dataset, seed, batch_size=loader.batch_size, shuffle=shuffle, drop_last=loader.drop_last, **kept
+    )

@@ -139,10 +139,12 @@ def test_sampler_order_split_padding_and_state() -> None:
     trimmed = SeededSampler(data, 4, num_replicas=3, rank=0, drop_last=True)
     assert len(trimmed) == 3
     assert [key.index for key in SeededSampler(data, 4, shuffle=False)] == data
+    assert whole.state_dict() == {"epoch": 1, "samples": 0, "size": 10}  # handed out: the next epoch
+    whole.set_epoch(0)
     stepping = iter(whole)
     taken = [next(stepping) for _ in range(3)]
     state = whole.state_dict()
-    assert state == {"epoch": 0, "position": 3}
+    assert state == {"epoch": 0, "samples": 3, "size": 10}
     resumed = SeededSampler(data, 4)
     resumed.load_state_dict(json.loads(json.dumps(state)))
     resumed.set_epoch(0)  # the same epoch keeps the position
@@ -168,7 +170,7 @@ def test_bad_keys_and_arguments() -> None:
             SeededDataLoader(Augmented(kornia=False), 1, **{name: value})
     with pytest.raises(ValueError, match="rank must lie"):
         SeededSampler(range(4), 1, num_replicas=2, rank=2)
-    with pytest.raises(TypeError, match="'epoch' and 'batches'"):
+    with pytest.raises(TypeError, match="'epoch', 'samples' and 'size'"):
         SeededDataLoader(Augmented(kornia=False), 1).load_state_dict({"epoch": 0})
 
 
@@ -193,8 +195,9 @@ WORLD = textwrap.dedent(
     sampler = SeededSampler(range(24), 9)   # replicas and rank from the process group
     wrapped = SeededDataset(Augmented(kornia=False), 9)
     items = {{f"{{key.epoch}}:{{key.index}}": wrapped[key]["image"].tolist() for key in sampler}}
+    replicas = sampler.num_replicas
     dist.destroy_process_group()
-    print(json.dumps({{"replicas": sampler.num_replicas, "items": items}}))
+    print(json.dumps({{"replicas": replicas, "items": items}}))
     """
 )
 
