@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from ._distributed import rank_seed, shared_seed, synchronize
     from ._loading import dataloader_kwargs, seed_worker
     from ._samples import SampleKey, SeededDataset
-    from ._seeded_sampler import SeededSampler
     from ._seeded_loader import SeededDataLoader
+    from ._seeded_sampler import SeededSampler
     from ._snapshot import RNGState, restore, snapshot
     from ._trace import Divergence, first_divergence, trace
     from ._wrappers import seeded

@@ -217,7 +217,7 @@ class SeededDataset:
         """
         resolved = [self._key(key) for key in keys]
         items = _Items(self[SampleKey(*key)] for key in resolved)
-        items.keys = resolved
+        items.keys = resolved  # type: ignore[attr-defined]  # a __slots__ entry mypy does not see
         return items
 
     def __repr__(self) -> str:

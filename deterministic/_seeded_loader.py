@@ -11,7 +11,14 @@ from array import array
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
 from torch.utils.data._utils.collate import default_collate
 
 from ._samples import SeededDataset, _check_int, _effective
@@ -49,6 +56,25 @@ class _SeededCollate:
             return self.collate_fn(items)
         finally:
             close_scope(scope)
+
+
+class _SeededBatchSampler(BatchSampler):
+    """The loader's batches of keys, stateful through its :class:`SeededSampler`.
+
+    torchdata's ``StatefulDataLoader`` (which accelerate builds with
+    ``use_stateful_dataloader=True``) saves and loads a stateful batch sampler's state;
+    a stateless one it replays by iterating it, which would count as consumption.
+    """
+
+    sampler: SeededSampler
+
+    def state_dict(self) -> dict[str, int]:
+        """The sampler's state."""
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Load the sampler's state."""
+        self.sampler.load_state_dict(state)
 
 
 class SeededDataLoader(DataLoader):  # type: ignore[type-arg]
@@ -125,6 +151,8 @@ class SeededDataLoader(DataLoader):  # type: ignore[type-arg]
             collate_fn=_SeededCollate(collate_fn, effective),
             **dataloader_kwargs,
         )
+        # DataLoader refuses a new batch_sampler after __init__; this one batches alike.
+        object.__setattr__(self, "batch_sampler", _SeededBatchSampler(sampler, batch_size, drop_last))
         self.seed = effective
         self.shuffle = bool(shuffle)
         self.seeded_sampler = sampler
@@ -160,12 +188,10 @@ class SeededDataLoader(DataLoader):  # type: ignore[type-arg]
         batches = len(keys) // batch_size if self.drop_last else math.ceil(len(keys) / batch_size)
         if epoch != self.seeded_dataset.epoch:
             self.seeded_dataset.set_epoch(epoch)
-        handed_out = 0
         # The loader counts what it hands out, not what workers prefetch: the sampler's
         # iteration that this iterator starts must not count itself.
         sampler._driven = True
-        for batch in super().__iter__():
-            handed_out += 1
+        for handed_out, batch in enumerate(super().__iter__(), start=1):
             # Recorded before the batch is handed out: a loop stopped after len(loader)
             # batches (Lightning does that) never resumes this generator.
             if number == self._iterator_number:
@@ -196,10 +222,9 @@ class SeededDataLoader(DataLoader):  # type: ignore[type-arg]
             ValueError: If the dataset's length is not ``s``, or ``n`` is beyond the epoch.
         """
         sampler = self.seeded_sampler
-        epoch, samples = _read_state(
-            state, len(self.seeded_dataset), "SeededDataLoader", sampler.num_replicas, int(self.batch_size or 1)
-        )
-        sampler.epoch, sampler.samples = epoch, samples
+        size, batch_size = len(self.seeded_dataset), int(self.batch_size or 1)
+        epoch, samples = _read_state(state, size, "SeededDataLoader", sampler.num_replicas, batch_size)
+        sampler.epoch, sampler.samples, sampler._progress = epoch, samples, None
         self.seeded_dataset.set_epoch(epoch)
 
 
@@ -217,7 +242,7 @@ _KEPT = (
 )
 
 
-def seeded_like(loader: Any, seed: SeedLike) -> SeededDataLoader | str:
+def seeded_like(loader: Any, seed: SeedLike) -> SeededDataLoader | str:  # noqa: PLR0911 - one reason each
     """Rebuild a map-style ``DataLoader`` as a :class:`SeededDataLoader` with the same settings.
 
     Keeps the dataset, batch size, ``drop_last``, workers, ``collate_fn`` and the other
@@ -231,16 +256,14 @@ def seeded_like(loader: Any, seed: SeedLike) -> SeededDataLoader | str:
     Returns:
         The new loader, or, where it cannot be made exact, the reason why.
     """
-    from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, SequentialSampler
-
     if isinstance(loader, SeededDataLoader):
         return loader
     if not isinstance(loader, DataLoader):
         return f"it is a {type(loader).__name__}, not a torch DataLoader"
     if isinstance(loader.dataset, IterableDataset):
         return "its dataset is an IterableDataset, whose items have no index to key their randomness by"
-    if loader.batch_size is None:
-        return "it has no batch_size (a custom batch_sampler, or batching disabled)"
+    if loader.batch_sampler is None:
+        return "it does not batch (batch_size=None)"
     if type(loader.batch_sampler) is not BatchSampler:
         return f"its batch sampler is a custom {type(loader.batch_sampler).__name__}"
     sampler = loader.sampler
@@ -257,6 +280,7 @@ def seeded_like(loader: Any, seed: SeedLike) -> SeededDataLoader | str:
         kept["prefetch_factor"] = loader.prefetch_factor
     else:
         kept.pop("persistent_workers", None)
+    batch_size: int = loader.batch_size or 1
     return SeededDataLoader(
-        loader.dataset, seed, batch_size=loader.batch_size, shuffle=shuffle, drop_last=loader.drop_last, **kept
+        loader.dataset, seed, batch_size=batch_size, shuffle=shuffle, drop_last=loader.drop_last, **kept
     )

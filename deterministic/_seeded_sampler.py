@@ -7,7 +7,6 @@ imports this module only when ``deterministic.SeededSampler`` is first used.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch.utils.data.distributed import DistributedSampler
@@ -76,7 +75,7 @@ class SeededSampler(DistributedSampler):  # type: ignore[type-arg]
         if own_rank is not None and replicas is not None and own_rank >= replicas:
             raise ValueError(f"rank must lie in [0, {replicas}), not {own_rank}")
         self.data_source = data_source
-        self.dataset = data_source  # DistributedSampler's name for it
+        self.dataset = data_source  # type: ignore[assignment]  # DistributedSampler's name for it
         self.seed = _effective(seed)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
@@ -84,6 +83,11 @@ class SeededSampler(DistributedSampler):  # type: ignore[type-arg]
         self._rank = own_rank
         self.epoch = 0
         self.samples = 0  # of the epoch's global order, consumed by all ranks together
+        # Where the newest self-counting iterator has got to. Kept apart from ``samples``
+        # (where a new iterator starts): torchdata restores a finished epoch by starting an
+        # iterator, letting it prefetch, and discarding it for a fresh one.
+        self._progress: int | None = None
+        self._newest: object = None
         # A SeededDataLoader counts the batches it hands out and marks the iteration it
         # drives; any other iteration (a plain or torchdata loader) counts the keys yielded.
         self._driven = False
@@ -97,7 +101,7 @@ class SeededSampler(DistributedSampler):  # type: ignore[type-arg]
         return replicas, rank
 
     @property
-    def num_replicas(self) -> int:  # type: ignore[override]
+    def num_replicas(self) -> int:  # type: ignore[override]  # resolved when an epoch starts
         """The number of ranks the epoch is split over (resolved now)."""
         return self._world()[0]
 
@@ -154,9 +158,10 @@ class SeededSampler(DistributedSampler):  # type: ignore[type-arg]
         return epoch, start, replicas, [SampleKey(epoch, index) for index in rest[rank::replicas]]
 
     def _consumed(self, epoch: int, start: int, replicas: int, taken: int, keys: int) -> None:
-        """Record that each rank has taken ``taken`` of its ``keys`` since ``start``."""
+        """Commit that each rank took ``taken`` of its ``keys`` since ``start``; new iterators go on."""
         if self.epoch != epoch:  # set_epoch was called meanwhile: that epoch wins
             return
+        self._progress = None
         if taken >= keys:
             self.epoch, self.samples = epoch + 1, 0
         else:
@@ -165,9 +170,15 @@ class SeededSampler(DistributedSampler):  # type: ignore[type-arg]
     def __iter__(self) -> Iterator[SampleKey]:
         epoch, start, replicas, keys = self._plan()
         counts, self._driven = not self._driven, False
+        token = object()
+        if counts:
+            self._newest, self._progress = token, None
         for taken, key in enumerate(keys, start=1):
-            if counts:
-                self._consumed(epoch, start, replicas, taken, len(keys))
+            if counts and self._newest is token and self.epoch == epoch:
+                if taken >= len(keys):  # the epoch is handed out: the next one starts
+                    self.epoch, self.samples, self._progress = epoch + 1, 0, None
+                else:
+                    self._progress = start + taken * replicas
             yield key
 
     def __len__(self) -> int:
@@ -178,12 +189,12 @@ class SeededSampler(DistributedSampler):  # type: ignore[type-arg]
         return math.ceil(size / replicas)
 
     @property
-    def num_samples(self) -> int:
+    def num_samples(self) -> int:  # type: ignore[override]
         """``DistributedSampler``'s name for :meth:`__len__`."""
         return len(self)
 
     @property
-    def total_size(self) -> int:
+    def total_size(self) -> int:  # type: ignore[override]
         """Keys per epoch over all ranks, padding included."""
         return len(self) * self.num_replicas
 
@@ -202,7 +213,7 @@ class SeededSampler(DistributedSampler):  # type: ignore[type-arg]
         """
         epoch = _check_int(epoch, "epoch")
         if epoch != self.epoch:
-            self.samples = 0
+            self.samples, self._progress = 0, None
         self.epoch = epoch
 
     def state_dict(self) -> dict[str, int]:
@@ -210,7 +221,8 @@ class SeededSampler(DistributedSampler):  # type: ignore[type-arg]
 
         ``n`` samples of epoch ``e``'s global order have been consumed by all ranks together.
         """
-        return {"epoch": self.epoch, "samples": self.samples, "size": len(self.data_source)}
+        samples = self.samples if self._progress is None else self._progress
+        return {"epoch": self.epoch, "samples": samples, "size": len(self.data_source)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue after the samples a :meth:`state_dict` counted, with this sampler's world size.
@@ -226,7 +238,9 @@ class SeededSampler(DistributedSampler):  # type: ignore[type-arg]
             ValueError: If the dataset's length is not ``s`` (its order, hence the
                 remaining samples, would differ) or ``n`` is beyond the epoch.
         """
-        self.epoch, self.samples = _read_state(state, len(self.data_source), "SeededSampler", self.num_replicas)
+        size = len(self.data_source)
+        self.epoch, self.samples = _read_state(state, size, "SeededSampler", self.num_replicas)
+        self._progress = None
 
 
 def _read_state(state: object, size: int, owner: str, replicas: int, batch_size: int = 1) -> tuple[int, int]:
@@ -263,4 +277,3 @@ def _read_state(state: object, size: int, owner: str, replicas: int, batch_size:
     if samples == size:  # every sample was consumed: the epoch is over
         return epoch + 1, 0
     return epoch, samples
-

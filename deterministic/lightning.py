@@ -226,7 +226,7 @@ def _rank() -> int:
 
 def _gather(state: dict[str, Any]) -> list[dict[str, Any]]:
     """Every rank's ``state``, in rank order (just this one's without a process group)."""
-    import torch.distributed as distributed  # noqa: PLC0415
+    from torch import distributed  # noqa: PLC0415
 
     if not (distributed.is_available() and distributed.is_initialized()):
         return [state]

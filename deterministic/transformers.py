@@ -139,7 +139,8 @@ class _TrainingState:
             if isinstance(dataset, torch.utils.data.IterableDataset):
                 reason = "the train_dataset is an IterableDataset, with no index to key its randomness by"
         if reason is not None:
-            warnings.warn(f"seed_training cannot make the training data exact on resume: {reason}", stacklevel=2)
+            message = f"seed_training cannot make the training data exact on resume: {reason}"
+            warnings.warn(message, stacklevel=2)
             self.loader = None
             return self.original_dataloader()
         from ._seeded_loader import SeededDataLoader  # noqa: PLC0415 - imports torch
@@ -211,16 +212,16 @@ def _rank(trainer: Any) -> int:
     return int(getattr(trainer.args, "process_index", 0))
 
 
-def _saving_callback(state: _TrainingState) -> Any:
-    """A ``TrainerCallback`` that saves ``state`` into each checkpoint folder the trainer writes."""
+def _saving_callback(training: _TrainingState) -> Any:
+    """A ``TrainerCallback`` that saves ``training`` into each checkpoint folder the trainer writes."""
     from transformers import TrainerCallback  # noqa: PLC0415 - the trainer imported it already
 
-    class SeededTrainingCallback(TrainerCallback):  # type: ignore[misc]
+    class SeededTrainingCallback(TrainerCallback):
         """Saves the loader's position and the RNG snapshot with every checkpoint."""
 
-        def on_save(self, args: Any, trainer_state: Any, control: Any, **kwargs: Any) -> None:
-            folder = os.path.join(args.output_dir, f"checkpoint-{trainer_state.global_step}")
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             if os.path.isdir(folder):
-                state.save(folder)
+                training.save(folder)
 
     return SeededTrainingCallback()

@@ -146,3 +146,85 @@ def test_bad_seed_is_refused_at_construction() -> None:
         SeededEvaluation(1.5)
     with pytest.raises(ValueError, match="unknown source"):
         SeededEvaluation(1, sources=("nope",))
+
+
+class Indexed(Dataset):  # type: ignore[type-arg]
+    """24 items, each its index and a draw from the global torch RNG."""
+
+    def __len__(self) -> int:
+        return 24
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        return torch.full((4,), index / 24) + torch.rand(4), torch.zeros(1)
+
+
+class EpochRecipe(pl.Callback):
+    """The earlier docs' recipe: set the loader's epoch in on_train_epoch_start."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self.loader.set_epoch(trainer.current_epoch)
+
+
+@pytest.mark.torch
+def test_seeded_loader_trains_every_epoch_in_lightning(tmp_path: Path) -> None:
+    """A SeededDataLoader in Lightning (stopping at len(), setting the sampler's epoch) trains 3 epochs."""
+    from deterministic import SeededDataLoader
+
+    loader = SeededDataLoader(Indexed(), 5, batch_size=4)
+    model = Model()
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[EpochRecipe(loader)],
+    )
+    trainer.fit(model, loader)
+    assert len(model.losses) == 18
+    assert loader.state_dict() == {"epoch": 3, "samples": 0, "size": 24}
+
+
+@pytest.mark.torch
+def test_seeded_training_warns_once_for_loaders_it_cannot_make_exact(tmp_path: Path) -> None:
+    """A custom batch_sampler or an iterable dataset is used as it is, with one warning naming it and why."""
+    from torch.utils.data import BatchSampler, IterableDataset, SequentialSampler
+
+    from deterministic.lightning import SeededTraining
+
+    class Stream(IterableDataset):  # type: ignore[type-arg]
+        def __iter__(self) -> Any:
+            return iter([(torch.zeros(4), torch.zeros(1))] * 8)
+
+    class Buckets(BatchSampler):
+        """A stand-in for a length-bucketing batch sampler."""
+
+    cases = {
+        "custom Buckets": DataLoader(
+            Indexed(), batch_sampler=Buckets(SequentialSampler(range(24)), 4, False)
+        ),
+        "IterableDataset": DataLoader(Stream(), batch_size=4),
+    }
+    for reason, loader in cases.items():
+        model = Model()
+        trainer = pl.Trainer(
+            max_epochs=1,
+            accelerator="cpu",
+            default_root_dir=tmp_path,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[SeededTraining(3)],
+        )
+        with pytest.warns(
+            UserWarning, match=f"cannot make train_dataloader exact on resume: .*{reason}"
+        ) as caught:
+            trainer.fit(model, loader)
+        assert sum("SeededTraining" in str(warning.message) for warning in caught) == 1
+        assert model.losses  # trained with the loader as it is

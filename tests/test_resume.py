@@ -1,4 +1,4 @@
-"""Exact resume of per-sample streams: epochs, positions, world sizes, collate and workers, with real loaders."""
+"""Exact resume of per-sample streams: epochs, positions, world sizes, collate, workers, real loaders."""
 
 from __future__ import annotations
 
@@ -21,7 +21,15 @@ torch = pytest.importorskip("torch")
 from sample_data import Augmented, GlobalNoise
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset
 
-from deterministic import RNGState, SampleKey, SeededDataLoader, SeededDataset, SeededSampler, restore, snapshot
+from deterministic import (
+    RNGState,
+    SampleKey,
+    SeededDataLoader,
+    SeededDataset,
+    SeededSampler,
+    restore,
+    snapshot,
+)
 
 TESTS = Path(__file__).parent
 
@@ -34,6 +42,11 @@ def indices(loader: Any, batches: int | None = None) -> list[list[int]]:
         if batches is not None and len(got) == batches:
             break
     return got
+
+
+def flat(batches: list[list[int]]) -> list[int]:
+    """The batches' indices in one list."""
+    return [index for batch in batches for index in batch]
 
 
 @contextlib.contextmanager
@@ -63,7 +76,7 @@ def test_epoch_moves_on_when_handed_out_without_exhausting() -> None:
 
 @pytest.mark.torch
 def test_state_after_an_epoch_is_the_next_epoch() -> None:
-    """A state saved right after an epoch ends reads the next epoch's start, and a resume trains on from there."""
+    """A state saved right after an epoch reads the next epoch's start, and a resume goes on from there."""
     with outside_state_restored():
         loader = SeededDataLoader(Augmented(kornia=False), 3, batch_size=4)
         first = indices(loader)
@@ -72,7 +85,7 @@ def test_state_after_an_epoch_is_the_next_epoch() -> None:
         resumed = SeededDataLoader(Augmented(kornia=False), 3, batch_size=4)
         resumed.load_state_dict({"epoch": 1, "samples": 0, "size": 24})
         assert indices(resumed) == second
-    assert sorted(sum(first, [])) == sorted(sum(second, [])) == list(range(24))
+    assert sorted(flat(first)) == sorted(flat(second)) == list(range(24))
     assert first != second  # a new order, not epoch 0 again
 
 
@@ -81,7 +94,9 @@ def test_forgotten_set_epoch_advances_and_explicit_epochs_still_win() -> None:
     """Without set_epoch each full pass is the next epoch; set_epoch(0) replays epoch 0 from its start."""
     with outside_state_restored():
         loader = SeededDataLoader(Augmented(kornia=False), 3, batch_size=6, shuffle=False)
-        passes = [[key for batch in loader for key in batch["image"].sum(dim=(1, 2, 3)).tolist()] for _ in range(2)]
+        passes = [
+            [key for batch in loader for key in batch["image"].sum(dim=(1, 2, 3)).tolist()] for _ in range(2)
+        ]
         assert passes[0] != passes[1]  # epoch 1's augmentations
         loader.set_epoch(0)
         assert [key for batch in loader for key in batch["image"].sum(dim=(1, 2, 3)).tolist()] == passes[0]
@@ -89,18 +104,18 @@ def test_forgotten_set_epoch_advances_and_explicit_epochs_still_win() -> None:
 
 @pytest.mark.torch
 def test_another_batch_size_resumes_with_exactly_the_remaining_samples() -> None:
-    """A state from batch size 4 loaded into batch sizes 6 and 1 yields exactly the samples not yet consumed."""
+    """A state from batch size 4 loaded with batch sizes 6 and 1 yields exactly the samples not consumed."""
     with outside_state_restored():
         loader = SeededDataLoader(Augmented(kornia=False), 8, batch_size=4)
         loader.set_epoch(2)
-        head = sum(indices(loader, batches=3), [])
+        head = flat(indices(loader, batches=3))
         state = loader.state_dict()
         assert state == {"epoch": 2, "samples": 12, "size": 24}
         for batch_size in (6, 1):
             resumed = SeededDataLoader(Augmented(kornia=False), 8, batch_size=batch_size)
             resumed.load_state_dict(state)
             resumed.set_epoch(2)
-            tail = sum(indices(resumed), [])
+            tail = flat(indices(resumed))
             assert head + tail == SeededSampler(range(24), 8).order(2)
 
 
@@ -130,7 +145,7 @@ ELASTIC = textwrap.dedent(
 
 @pytest.mark.torch
 def test_two_ranks_resumed_on_one_continue_with_the_remaining_samples(tmp_path: Path) -> None:
-    """2 gloo ranks stopped mid-epoch, resumed on 1 rank (same global batch, and another): the rest, same items."""
+    """2 gloo ranks stopped mid-epoch, resumed on 1 (same global batch, and another): the rest, same items."""
     script = tmp_path / "elastic.py"
     script.write_text(ELASTIC)
     (first, _), (second, _) = run_gloo_pair(script)
@@ -216,7 +231,7 @@ def test_dataset_copies_carry_their_epoch_and_share_nothing() -> None:
 
 @pytest.mark.torch
 def test_torchdata_documented_line_leaves_the_global_stream_alone() -> None:
-    """The documented StatefulDataLoader line (with a generator) resumes without drawing from torch's global RNG."""
+    """The documented StatefulDataLoader line (a generator) resumes without drawing from the global RNG."""
     stateful = pytest.importorskip("torchdata.stateful_dataloader")
 
     def build(generator: bool) -> Any:
@@ -247,7 +262,7 @@ def test_torchdata_documented_line_leaves_the_global_stream_alone() -> None:
 @pytest.mark.torch
 @pytest.mark.parametrize("workers", [0, 2])
 def test_torchdata_with_a_batch_sampler_resumes_exactly(workers: int) -> None:
-    """StatefulDataLoader with batch_sampler=BatchSampler(SeededSampler) resumes exactly under prefetching workers."""
+    """StatefulDataLoader with a BatchSampler(SeededSampler) resumes exactly, prefetching workers too."""
     stateful = pytest.importorskip("torchdata.stateful_dataloader")
 
     def build() -> Any:
@@ -271,10 +286,12 @@ def test_torchdata_with_a_batch_sampler_resumes_exactly(workers: int) -> None:
 
 @pytest.mark.torch
 def test_plain_loader_sampler_state_runs_ahead_under_workers() -> None:
-    """Documented limit: a plain DataLoader's workers prefetch, so the sampler's own state counts keys not consumed."""
+    """Documented limit: a plain DataLoader's workers prefetch, so the sampler's state runs ahead."""
     sampler = SeededSampler(range(24), 5)
     with quiet_workers(), outside_state_restored():
-        loader = DataLoader(SeededDataset(Augmented(kornia=False), 5), sampler=sampler, batch_size=2, num_workers=2)
+        loader = DataLoader(
+            SeededDataset(Augmented(kornia=False), 5), sampler=sampler, batch_size=2, num_workers=2
+        )
         iterator = iter(loader)
         next(iterator)
         assert sampler.state_dict()["samples"] > 2
@@ -329,7 +346,7 @@ def test_ranks_resolve_when_the_epoch_starts() -> None:
     explicit = SeededSampler(range(10), 2, num_replicas=2, rank=1)
     assert [key.index for key in explicit] == explicit.order(0)[1::2]
     with pytest.raises(ValueError, match="rank must lie"):
-        SeededSampler(range(10), 2, rank=1).num_replicas  # noqa: B018 - a rank beyond the world of 1
+        SeededSampler(range(10), 2, rank=1).num_replicas
 
 
 @pytest.mark.torch
