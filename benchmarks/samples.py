@@ -10,7 +10,13 @@ Rows, all timed in this one process in interleaved rounds (medians reported):
   ColorJitter on a 3x256x256 float tensor), wrapped and unwrapped, and the wrapper's cost
   as a share of the item (target: at most 3 %);
 - DataLoader throughput with 2 workers over the kornia dataset, wrapped
-  (``SeededDataLoader``) and unwrapped (target: at least 0.97x).
+  (``SeededDataLoader``, whose ``collate_fn`` also runs in a scope keyed by the batch) and
+  unwrapped (target: at least 0.97x);
+- the cost per checkpoint of exact resume: Lightning's ``SeededTraining`` (saving: a
+  snapshot of the RNG states into the checkpoint dict; loading: reading it back and
+  installing it before the first batch) and ``seed_training``'s file for the transformers
+  ``Trainer`` (``torch.save`` and ``torch.load`` of the loader's position and the snapshot),
+  in milliseconds; rows are left out where the framework is not installed.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -75,6 +83,47 @@ def throughput(loader: Any, epochs: int) -> float:
     return count / (time.perf_counter() - start)
 
 
+def checkpoint_ms(rounds: int) -> dict[str, float]:
+    """Median milliseconds per checkpoint saved and loaded by the framework one-liners."""
+    costs: dict[str, list[float]] = {}
+    try:
+        from deterministic import lightning
+    except ImportError:
+        lightning = None
+    if lightning is not None:
+        callback = lightning.SeededTraining(0)
+        for _ in range(rounds):
+            checkpoint: dict[str, Any] = {}
+            start = time.perf_counter()
+            callback.on_save_checkpoint(None, None, checkpoint)
+            saved = time.perf_counter()
+            callback.on_load_checkpoint(None, None, checkpoint)
+            callback.on_train_batch_start(None, None, None, 0)
+            loaded = time.perf_counter()
+            costs.setdefault("lightning save", []).append((saved - start) * 1e3)
+            costs.setdefault("lightning load", []).append((loaded - saved) * 1e3)
+    try:
+        import transformers  # noqa: F401 - only whether the integration's users have it
+    except ImportError:
+        return {name: statistics.median(values) for name, values in costs.items()}
+    from deterministic.transformers import _TrainingState
+
+    arguments = SimpleNamespace(process_index=0)
+    trainer = SimpleNamespace(get_train_dataloader=None, _load_rng_state=lambda path: None, args=arguments)
+    state = _TrainingState(trainer, 0)
+    state.loader = SeededDataLoader(Empty(), 0, batch_size=8)
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(rounds):
+            start = time.perf_counter()
+            state.save(folder)
+            saved = time.perf_counter()
+            state.load(folder)
+            loaded = time.perf_counter()
+            costs.setdefault("transformers save", []).append((saved - start) * 1e3)
+            costs.setdefault("transformers load", []).append((loaded - saved) * 1e3)
+    return {name: statistics.median(values) for name, values in costs.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few iterations (CI smoke run)")
@@ -123,6 +172,7 @@ def main() -> int:
         for name, loader in loaders.items():
             rates[name].append(throughput(loader, epochs))
     rate = {name: statistics.median(values) for name, values in rates.items()}
+    checkpoints = checkpoint_ms(rounds * 5)
     result = {
         "machine": {
             "python": platform.python_version(),
@@ -136,6 +186,7 @@ def main() -> int:
         "wrapped_vs_unwrapped_kornia_item": medians["kornia wrapped"] / medians["kornia"],
         "loader_samples_per_s": rate,
         "loader_ratio": rate["SeededDataLoader"] / rate["unwrapped"],
+        "checkpoint_ms": checkpoints,
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -155,6 +206,8 @@ def main() -> int:
         f"loader, 2 workers: unwrapped {rate['unwrapped']:.1f} samples/s, SeededDataLoader "
         f"{rate['SeededDataLoader']:.1f} samples/s: x{result['loader_ratio']:.3f} (target >= 0.97)"
     )
+    for name, value in checkpoints.items():
+        print(f"  per checkpoint, {name:18} {value:8.2f} ms")
     return 0
 
 

@@ -109,3 +109,59 @@ def test_seed_evaluation_refuses_other_objects() -> None:
         seed_evaluation(object(), 1)
     with pytest.raises(TypeError):
         seed_evaluation(object(), 1.5)
+
+
+@pytest.mark.torch
+def test_seed_training_with_evaluation_trains_as_without(tmp_path: Path) -> None:
+    """seed_training alongside seed_evaluation: losses identical with and without evaluation; a SeededDataLoader."""
+    from deterministic import SeededDataLoader
+    from deterministic.transformers import seed_training
+
+    runs = {}
+    for evaluate in (False, True):
+        run = trainer(tmp_path / str(evaluate), evaluate=evaluate)
+        seed_evaluation(run, 3)
+        assert seed_training(run, 5) is run
+        assert seed_training(run, 5) is run  # twice changes nothing
+        assert isinstance(run.get_train_dataloader(), SeededDataLoader)
+        assert run.args.ignore_data_skip
+        run.train()
+        runs[evaluate] = losses(run)
+    assert runs[True] == runs[False]
+
+
+@pytest.mark.torch
+def test_seed_training_refuses_what_it_cannot_make_exact(tmp_path: Path) -> None:
+    """Not a Trainer is a TypeError; length-grouped sampling warns and keeps the trainer's loader."""
+    from deterministic import SeededDataLoader
+    from deterministic.transformers import seed_training
+
+    with pytest.raises(TypeError, match="needs a transformers Trainer, not object"):
+        seed_training(object(), 1)
+    run = trainer(tmp_path, evaluate=False)
+    run.args.train_sampling_strategy = "group_by_length"
+    seed_training(run, 5)
+    with pytest.warns(UserWarning, match="group_by_length"):
+        loader = run.get_train_dataloader()
+    assert not isinstance(loader, SeededDataLoader)
+
+
+@pytest.mark.torch
+def test_resuming_with_another_seed_is_refused(tmp_path: Path) -> None:
+    """A checkpoint written with one seed and resumed with another is a ValueError, for both one-liners."""
+    pytest.importorskip("lightning.pytorch")
+    from deterministic.lightning import SeededTraining
+    from deterministic.transformers import seed_training
+
+    checkpoint: dict[str, Any] = {}
+    SeededTraining(1).on_save_checkpoint(None, None, checkpoint)
+    with pytest.raises(ValueError, match=r"SeededTraining\(1\).*SeededTraining\(2\)"):
+        SeededTraining(2).on_load_checkpoint(None, None, checkpoint)
+    first = seed_training(trainer(tmp_path / "a", evaluate=False), 1)
+    first.get_train_dataloader()
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    first._load_rng_state.__self__.save(str(folder))
+    second = seed_training(trainer(tmp_path / "b", evaluate=False), 2)
+    with pytest.raises(ValueError, match="seed_training"):
+        second._load_rng_state(str(folder))
