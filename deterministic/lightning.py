@@ -153,8 +153,17 @@ class SeededTraining(Callback):  # type: ignore[misc]
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         """Wrap the evaluation loops and the train DataLoader source."""
         _wrap_evaluation(trainer, self._evaluation, self._wrapped)
-        source = getattr(trainer.fit_loop, "_data_source", None)
-        if stage == "fit" and source is not None and "dataloader" not in vars(source):
+        if stage != "fit":
+            return
+        source: Any = getattr(trainer.fit_loop, "_data_source", None)
+        if not callable(getattr(source, "dataloader", None)):
+            warnings.warn(
+                "SeededTraining cannot reach this Lightning version's train loaders "
+                "(trainer.fit_loop._data_source.dataloader): the data is not made exact on resume",
+                stacklevel=2,
+            )
+            return
+        if "dataloader" not in vars(source):
             original = source.dataloader
 
             def dataloader() -> Any:
@@ -200,6 +209,11 @@ class SeededTraining(Callback):  # type: ignore[misc]
         """Keep this rank's snapshot, to install right before the first training batch."""
         saved = checkpoint.get(self.state_key)
         if saved is None:
+            warnings.warn(
+                "the checkpoint was not written with SeededTraining: the loader starts its epoch "
+                "over and the RNG streams are not restored, so the resumed run is not exact",
+                stacklevel=2,
+            )
             return
         if saved.get("seed") != self.seed:
             raise ValueError(

@@ -359,3 +359,30 @@ def test_resume_restores_everything_after_iteration() -> None:
     indices(loader)
     restore(RNGState.from_state_dict(snapshot().state_dict()))
     assert full_state() == before
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("workers", [0, 2])
+def test_torchdata_resumes_at_an_epoch_boundary(workers: int) -> None:
+    """A StatefulDataLoader state saved after a whole epoch resumes with the next epoch, from its start."""
+    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+
+    def build() -> Any:
+        return stateful.StatefulDataLoader(
+            SeededDataset(Augmented(kornia=False), 5),
+            sampler=SeededSampler(range(24), 5),
+            batch_size=4,
+            num_workers=workers,
+            generator=torch.Generator(),
+        )
+
+    with quiet_workers(), outside_state_restored():
+        uninterrupted = build()
+        indices(uninterrupted)
+        second_epoch = indices(uninterrupted)
+        first = build()
+        indices(first)
+        resumed = build()
+        resumed.load_state_dict(first.state_dict())
+        assert indices(resumed) == second_epoch
+    assert flat(second_epoch) == SeededSampler(range(24), 5).order(1)

@@ -113,7 +113,7 @@ def test_seed_evaluation_refuses_other_objects() -> None:
 
 @pytest.mark.torch
 def test_seed_training_with_evaluation_trains_as_without(tmp_path: Path) -> None:
-    """seed_training alongside seed_evaluation: losses identical with and without evaluation; a SeededDataLoader."""
+    """seed_training with seed_evaluation: the same losses with and without evaluation; a SeededDataLoader."""
     from deterministic import SeededDataLoader
     from deterministic.transformers import seed_training
 

@@ -1,0 +1,54 @@
+"""Running ``resume_runs.py`` for the resume tests: a run, its records, the kill-and-resume check."""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def needs(*modules: str) -> None:
+    """Skip unless the modules are installed; not imported here (importing Lightning draws from random)."""
+    for module in modules:
+        if importlib.util.find_spec(module.split(".")[0]) is None:
+            pytest.skip(f"{module} is not installed")
+
+
+RUNS = Path(__file__).parent / "resume_runs.py"
+# (kill after step, worker settings): in the middle of epoch 1, and at the end of epoch 1.
+KILLS = ((8, ("--workers", "2", "--persistent")), (12, ("--workers", "2")))
+
+
+def run(framework: str, workdir: Path, *flags: str, killed: bool = False) -> None:
+    """Run one training process to its end (or to its SIGKILL)."""
+    workdir.mkdir(exist_ok=True)
+    result = subprocess.run(
+        [sys.executable, str(RUNS), framework, str(workdir), *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    expected = -signal.SIGKILL if killed else 0
+    assert result.returncode == expected, result.stderr[-4000:]
+
+
+def steps(workdir: Path, rank: int = 0) -> list[str]:
+    """The step records a run (and its resumption) wrote for a rank."""
+    return (workdir / f"steps-{rank}.txt").read_text().splitlines()
+
+
+def killed_and_resumed(framework: str, tmp_path: Path, *extra: str) -> None:
+    """The uninterrupted run (no workers) against runs killed mid-epoch and at an epoch's end (2 workers)."""
+    run(framework, tmp_path / "whole", *extra)
+    reference = steps(tmp_path / "whole")
+    assert len(reference) == 18
+    for kill_after, workers in KILLS:
+        workdir = tmp_path / f"killed-{kill_after}"
+        run(framework, workdir, "--kill-after", str(kill_after), *workers, *extra, killed=True)
+        assert steps(workdir) == reference[:kill_after]
+        run(framework, workdir, "--resume", *workers, *extra)
+        assert steps(workdir) == reference, (framework, kill_after)
