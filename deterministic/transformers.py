@@ -8,6 +8,7 @@ the ``Trainer`` object it is given.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -145,7 +146,8 @@ class _TrainingState:
             return self.original_dataloader()
         from ._seeded_loader import SeededDataLoader  # noqa: PLC0415 - imports torch
 
-        if type(dataset).__module__.startswith("datasets"):
+        datasets: Any = sys.modules.get("datasets")  # imported already if the dataset is one of its
+        if datasets is not None and isinstance(dataset, datasets.Dataset):
             dataset = trainer._remove_unused_columns(dataset, description="training")
         else:
             collator = trainer._get_collator_with_removed_columns(collator, description="training")

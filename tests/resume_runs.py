@@ -6,7 +6,8 @@
 Every training step appends ``<float.hex(loss)> <sample indices> <digest of the inputs>``
 to ``WORKDIR/steps-<rank>.txt`` as it happens, so what a killed run trained survives it.
 With ``--kill-after STEP`` the run kills itself with SIGKILL right after the checkpoint of
-that step is written; ``--resume`` continues from that checkpoint in a fresh process.
+that (global) step is written; ``--resume`` continues from the latest checkpoint in a fresh
+process, and may be killed again.
 ``--without`` leaves out deterministic's one line (Lightning and transformers), to measure
 what it fixes.
 The data: 24 samples whose ``__getitem__`` draws from ``random``, NumPy and torch; a model
@@ -63,6 +64,11 @@ def record(workdir: Path, loss: Any, indices: Any, inputs: Any) -> None:
     line = f"{float(loss).hex()} {','.join(str(int(i)) for i in indices)} {digest}\n"
     with open(workdir / f"steps-{rank()}.txt", "a") as steps:
         steps.write(line)
+
+
+def latest(paths: Any) -> Path:
+    """The checkpoint of the highest step among ``step=N.ckpt`` files or ``checkpoint-N`` folders."""
+    return max(paths, key=lambda path: int(path.stem.replace("=", "-").rsplit("-", 1)[1]))
 
 
 def kill() -> None:
@@ -202,13 +208,14 @@ def lightning(options: argparse.Namespace) -> None:
 
     class Kill(pl.Callback):
         def on_train_batch_start(self, trainer: Any, *args: Any) -> None:
-            if options.kill_after and not options.resume and trainer.global_step == options.kill_after:
+            if options.kill_after and trainer.global_step == options.kill_after:
                 kill()  # the checkpoint of the previous step is on disk (ModelCheckpoint saved it)
 
     pl.seed_everything(0, verbose=False)  # what a user's script does
     checkpoints = workdir / "checkpoints"
+    every = 4 if options.kill_after else 10**6  # the kill steps are multiples of 4
     saving = pl.callbacks.ModelCheckpoint(
-        dirpath=checkpoints, every_n_train_steps=options.kill_after or 10**6, save_top_k=-1, filename="{step}"
+        dirpath=checkpoints, every_n_train_steps=every, save_top_k=-1, filename="{step}"
     )
     trainer = pl.Trainer(
         max_epochs=EPOCHS,
@@ -230,7 +237,7 @@ def lightning(options: argparse.Namespace) -> None:
     validation = DataLoader(Augmented(size=8, kornia=False), batch_size=4)
     path = None
     if options.resume:
-        path = str(next(checkpoints.glob("*.ckpt")))
+        path = str(latest(checkpoints.glob("*.ckpt")))
     trainer.fit(Module(), train, validation, ckpt_path=path)
 
 
@@ -262,7 +269,7 @@ def transformers_trainer(options: argparse.Namespace) -> None:
 
     class Kill(transformers.TrainerCallback):
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if options.kill_after and not options.resume and state.global_step == options.kill_after:
+            if options.kill_after and state.global_step == options.kill_after:
                 kill()  # the checkpoint of the previous step is on disk
 
     torch.manual_seed(0)
@@ -281,7 +288,7 @@ def transformers_trainer(options: argparse.Namespace) -> None:
         num_train_epochs=EPOCHS,
         learning_rate=1e-3,
         save_strategy="steps" if options.kill_after else "no",
-        save_steps=options.kill_after or 1,
+        save_steps=4,  # the kill steps are multiples: the trainer keeps the first run's value on resume
         logging_strategy="no",
         report_to="none",
         use_cpu=True,
@@ -299,7 +306,7 @@ def transformers_trainer(options: argparse.Namespace) -> None:
         seed_training(trainer, SEED)
     path = None
     if options.resume:
-        path = str(next((workdir / "out").glob("checkpoint-*")))
+        path = str(latest((workdir / "out").glob("checkpoint-*")))
     trainer.train(resume_from_checkpoint=path)
 
 

@@ -6,6 +6,7 @@ of its own so that the slowest runs (DDP) go to another test process than the re
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,11 @@ def test_lightning_ddp_resumes_bit_for_bit_and_on_one_process(tmp_path: Path) ->
         assert len(set(indices[0]) | set(indices[1])) == 8
     workdir = tmp_path / "killed"
     run("lightning", workdir, "--kill-after", "4", "--workers", "2", *ddp, killed=True)
+    elastic = tmp_path / "elastic"
+    shutil.copytree(workdir, elastic)
     run("lightning", workdir, "--resume", "--workers", "2", *ddp)
     assert [steps(workdir, rank) for rank in (0, 1)] == reference
     # Killed on 2 processes in the middle of epoch 1, resumed on 1: exactly epoch 1's remaining samples.
-    elastic = tmp_path / "elastic"
-    run("lightning", elastic, "--kill-after", "4", *ddp, killed=True)
     run("lightning", elastic, "--resume")
     consumed = {int(index) for rank in (0, 1) for index in steps(elastic, rank)[3].split()[1].split(",")}
     resumed = [record.split()[1].split(",") for record in steps(elastic, 0)[4:]]
