@@ -74,12 +74,10 @@ def train_loader() -> Any:
     return DataLoader(data, batch_size=4, shuffle=True, num_workers=2)
 
 
-def fit(tmp_path: Path, validation: Any, callbacks: list[Any]) -> Model:
-    """Train 2 epochs from seed_everything(0, workers=True); validation is None or a DataLoader."""
-    pl.seed_everything(0, workers=True)
-    model = Model()
-    trainer = pl.Trainer(
-        max_epochs=2,
+def quiet_trainer(tmp_path: Path, callbacks: list[Any], max_epochs: int) -> Any:
+    """A CPU Trainer without logger, checkpoints, progress bar or summary."""
+    return pl.Trainer(
+        max_epochs=max_epochs,
         accelerator="cpu",
         default_root_dir=tmp_path,
         logger=False,
@@ -89,6 +87,13 @@ def fit(tmp_path: Path, validation: Any, callbacks: list[Any]) -> Model:
         callbacks=callbacks,
         num_sanity_val_steps=2,
     )
+
+
+def fit(tmp_path: Path, validation: Any, callbacks: list[Any]) -> Model:
+    """Train 2 epochs from seed_everything(0, workers=True); validation is None or a DataLoader."""
+    pl.seed_everything(0, workers=True)
+    model = Model()
+    trainer = quiet_trainer(tmp_path, callbacks, max_epochs=2)
     trainer.fit(model, train_loader(), validation)
     return model
 
@@ -175,17 +180,7 @@ def test_seeded_loader_trains_every_epoch_in_lightning(tmp_path: Path) -> None:
 
     loader = SeededDataLoader(Indexed(), 5, batch_size=4)
     model = Model()
-    trainer = pl.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[EpochRecipe(loader)],
-    )
-    trainer.fit(model, loader)
+    quiet_trainer(tmp_path, [EpochRecipe(loader)], max_epochs=3).fit(model, loader)
     assert len(model.losses) == 18
     assert loader.state_dict() == {"epoch": 3, "samples": 0, "size": 24}
 
@@ -212,16 +207,7 @@ def test_seeded_training_warns_once_for_loaders_it_cannot_make_exact(tmp_path: P
     }
     for reason, loader in cases.items():
         model = Model()
-        trainer = pl.Trainer(
-            max_epochs=1,
-            accelerator="cpu",
-            default_root_dir=tmp_path,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[SeededTraining(3)],
-        )
+        trainer = quiet_trainer(tmp_path, [SeededTraining(3)], max_epochs=1)
         with pytest.warns(
             UserWarning, match=f"cannot make train_dataloader exact on resume: .*{reason}"
         ) as caught:
