@@ -9,6 +9,8 @@ Rows, all timed in this one process in interleaved rounds (medians reported):
 - the per-sample cost of a kornia pipeline (RandomResizedCrop 224, horizontal flip,
   ColorJitter on a 3x256x256 float tensor), wrapped and unwrapped, and the wrapper's cost
   as a share of the item (target: at most 3 %);
+- the cost per batch of running ``collate_fn`` in a scope keyed by the batch's keys (8
+  small tensors, default collate), as a share of 8 kornia items;
 - DataLoader throughput with 2 workers over the kornia dataset, wrapped
   (``SeededDataLoader``, whose ``collate_fn`` also runs in a scope keyed by the batch) and
   unwrapped (target: at least 0.97x);
@@ -81,6 +83,26 @@ def throughput(loader: Any, epochs: int) -> float:
         for batch in loader:
             count += len(batch)
     return count / (time.perf_counter() - start)
+
+
+def collate_us(rounds: int, count: int) -> tuple[float, float]:
+    """Median microseconds of default_collate on 8 items, plain and inside the loader's batch scope."""
+    from torch.utils.data import default_collate
+
+    from deterministic._samples import _Items
+    from deterministic._seeded_loader import _SeededCollate
+
+    items = _Items(torch.zeros(3, 8, 8) for _ in range(8))
+    items.keys = [(0, index) for index in range(8)]
+    scoped = _SeededCollate(default_collate, 0)
+    plain_times, scoped_times = [], []
+    for _ in range(rounds):
+        for collate, times in ((default_collate, plain_times), (scoped, scoped_times)):
+            start = time.perf_counter()
+            for _ in range(count):
+                collate(items)
+            times.append((time.perf_counter() - start) / count * 1e6)
+    return statistics.median(plain_times), statistics.median(scoped_times)
 
 
 def checkpoint_ms(rounds: int) -> dict[str, float]:
@@ -173,6 +195,7 @@ def main() -> int:
             rates[name].append(throughput(loader, epochs))
     rate = {name: statistics.median(values) for name, values in rates.items()}
     checkpoints = checkpoint_ms(rounds * 5)
+    collate_plain, collate_scoped = collate_us(rounds, 200 if args.quick else 2_000)
     result = {
         "machine": {
             "python": platform.python_version(),
@@ -187,6 +210,8 @@ def main() -> int:
         "loader_samples_per_s": rate,
         "loader_ratio": rate["SeededDataLoader"] / rate["unwrapped"],
         "checkpoint_ms": checkpoints,
+        "collate_us": {"plain": collate_plain, "scoped": collate_scoped},
+        "collate_scope_share_of_8_kornia_items": (collate_scoped - collate_plain) / (8 * medians["kornia"]),
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -205,6 +230,11 @@ def main() -> int:
     print(
         f"loader, 2 workers: unwrapped {rate['unwrapped']:.1f} samples/s, SeededDataLoader "
         f"{rate['SeededDataLoader']:.1f} samples/s: x{result['loader_ratio']:.3f} (target >= 0.97)"
+    )
+    print(
+        f"collate of 8 items: {collate_plain:.1f} us plain, {collate_scoped:.1f} us in the batch's scope: "
+        f"+{collate_scoped - collate_plain:.1f} us per batch = "
+        f"{result['collate_scope_share_of_8_kornia_items'] * 100:.3f} % of 8 kornia items"
     )
     for name, value in checkpoints.items():
         print(f"  per checkpoint, {name:18} {value:8.2f} ms")
