@@ -25,7 +25,7 @@ def test_lightning_seeded_training_resumes_bit_for_bit(tmp_path: Path) -> None:
 
 @pytest.mark.torch
 def test_lightning_ddp_resumes_bit_for_bit_and_on_one_process(tmp_path: Path) -> None:
-    """2-process DDP (gloo, use_distributed_sampler): disjoint shards, exact resume, the rest on 1 process."""
+    """2-process DDP (gloo, use_distributed_sampler): disjoint shards, exact resumes, the rest on 1."""
     needs("lightning")
     ddp = ("--devices", "2")
     run("lightning", tmp_path / "whole", *ddp)
@@ -38,7 +38,11 @@ def test_lightning_ddp_resumes_bit_for_bit_and_on_one_process(tmp_path: Path) ->
     run("lightning", workdir, "--kill-after", "4", "--workers", "2", *ddp, killed=True)
     elastic = tmp_path / "elastic"
     shutil.copytree(workdir, elastic)
-    run("lightning", workdir, "--resume", "--workers", "2", *ddp)
+    assert [steps(workdir, rank) for rank in (0, 1)] == [records[:4] for records in reference]
+    # Resumed, and killed again after epoch 1's last step (3 steps an epoch on each rank).
+    run("lightning", workdir, "--resume", "--kill-after", "6", "--workers", "2", *ddp, killed=True)
+    assert [steps(workdir, rank) for rank in (0, 1)] == [records[:6] for records in reference]
+    run("lightning", workdir, "--resume", *ddp)
     assert [steps(workdir, rank) for rank in (0, 1)] == reference
     # Killed on 2 processes in the middle of epoch 1, resumed on 1: exactly epoch 1's remaining samples.
     run("lightning", elastic, "--resume")
