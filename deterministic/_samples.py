@@ -79,22 +79,6 @@ def _check_int(value: object, name: str, low: int = 0) -> int:
     return value
 
 
-def _check_progress(state: object, owner: str, counter: str, limit: int) -> tuple[int, int]:
-    """Validate ``{"epoch": e, counter: n}`` with ``n <= limit``; return ``(e, n)``.
-
-    Raises:
-        TypeError: If it is not a dict of exactly those two ints.
-        ValueError: If a value is negative or ``n`` exceeds ``limit``.
-    """
-    if not isinstance(state, dict) or set(state) != {"epoch", counter}:
-        raise TypeError(f"a {owner} state is a dict with exactly the keys 'epoch' and {counter!r}")
-    epoch = _check_int(state["epoch"], "epoch")
-    count = _check_int(state[counter], counter)
-    if count > limit:
-        raise ValueError(f"{counter} {count} is beyond the {limit} per epoch")
-    return epoch, count
-
-
 class _Items(list["Any"]):
     """A batch's items, with the keys they were computed for: what the loader's collate scope is keyed by."""
 

@@ -191,7 +191,12 @@ class SeededDataLoader(DataLoader):  # type: ignore[type-arg]
         # The loader counts what it hands out, not what workers prefetch: the sampler's
         # iteration that this iterator starts must not count itself.
         sampler._driven = True
-        for handed_out, batch in enumerate(super().__iter__(), start=1):
+        try:
+            batches_out = super().__iter__()
+        except BaseException:
+            sampler._driven = False  # no iteration of the sampler started to take the mark
+            raise
+        for handed_out, batch in enumerate(batches_out, start=1):
             # Recorded before the batch is handed out: a loop stopped after len(loader)
             # batches (Lightning does that) never resumes this generator.
             if number == self._iterator_number:

@@ -386,3 +386,28 @@ def test_torchdata_resumes_at_an_epoch_boundary(workers: int) -> None:
         resumed.load_state_dict(first.state_dict())
         assert indices(resumed) == second_epoch
     assert flat(second_epoch) == SeededSampler(range(24), 5).order(1)
+
+
+class Unpicklable:
+    """A dataset that cannot travel to a spawned worker (it holds a lambda)."""
+
+    def __init__(self) -> None:
+        self.transform = lambda value: value
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+@pytest.mark.torch
+def test_a_loader_that_fails_to_start_leaves_its_sampler_counting() -> None:
+    """When starting the workers fails, the next iteration of the sampler by anything else counts itself."""
+    loader = SeededDataLoader(Unpicklable(), 3, batch_size=2, num_workers=1, multiprocessing_context="spawn")
+    with quiet_workers(), outside_state_restored(), pytest.raises(Exception, match="pickle"):
+        next(iter(loader))
+    keys = iter(loader.sampler)
+    next(keys)
+    assert loader.sampler.state_dict()["samples"] == 1
+    assert loader.state_dict() == loader.sampler.state_dict()
