@@ -385,6 +385,8 @@ def _check(
         sys.stdout.flush()
         if result.returncode != 0:
             print(f"run {run + 1} exited with status {result.returncode}", file=sys.stderr)
+            if (traces is not None and run > 0) or (traces is not None and runs > 1):
+                return _check_crashed_traces(command, env, traces, run, result.returncode)
             return 1
         written = _collect(run, compare)
         if written is None:
@@ -413,14 +415,54 @@ def _output_difference(outputs: list[dict[str, bytes]]) -> str | None:
     return None
 
 
+def _check_crashed_traces(
+    command: list[str], env: dict[str, str], traces: list[str], run: int, status: int
+) -> int:
+    """A traced run failed: trace the next run too, then report where the traces first differ.
+
+    Both traces are readable up to the failure, and the first divergence usually
+    explains it (a NaN guard that fires in one run only, say).
+    """
+    from ._runner import TRACE_VARIABLE  # noqa: PLC0415 - only check --trace needs it
+    from ._trace import first_divergence  # noqa: PLC0415
+
+    if run == 0:  # the first run failed: a second one, to compare with
+        result = subprocess.run(
+            command, env={**env, TRACE_VARIABLE: traces[1]}, stdout=subprocess.PIPE, check=False
+        )
+        sys.stdout.flush()
+        print(f"run 2 exited with status {result.returncode}", file=sys.stderr)
+        other = 1
+    else:
+        other = run
+    try:
+        divergence = first_divergence(traces[0], traces[other])
+    except (OSError, ValueError) as error:
+        print(f"the traces cannot be compared: {error}")
+        return 1
+    if divergence is None:
+        print(
+            f"run {run + 1} exited with status {status}, and the traces match up to where it stopped: "
+            "the failure did not come from a torch op's values"
+        )
+    else:
+        print(
+            f"not reproducible: run {run + 1} exited with status {status}; "
+            f"the traces of run 1 and run {other + 1} differ first here:"
+        )
+        print(divergence)
+    return 1
+
+
 def _check_traces(traces: list[str], outputs: list[dict[str, bytes]]) -> int:
     """Report the first divergence between run 1's trace and a later one's, else compare outputs."""
-    from ._trace import first_divergence  # noqa: PLC0415 - only check --trace needs it
-    from ._trace._comparing import alerts_of  # noqa: PLC0415
+    from ._trace._comparing import alerts_of, compare  # noqa: PLC0415 - only check --trace needs it
     from ._trace._reporting import alert_line  # noqa: PLC0415
 
+    unread = None
     for run, path in enumerate(traces[1:], start=2):
-        divergence = first_divergence(traces[0], path)
+        divergence, unread_here = compare(traces[0], path)
+        unread = unread or unread_here
         if divergence is not None:
             print(f"not reproducible: the traces of run 1 and run {run} differ")
             print(divergence)
@@ -432,10 +474,19 @@ def _check_traces(traces: list[str], outputs: list[dict[str, bytes]]) -> int:
         for alert in alerts:
             print(alert_line(alert))
     if difference is not None:
-        print(
-            "the traces match: every torch op consumed and produced the same values in every run, "
-            "so the difference arose outside torch ops (Python-level randomness, time, I/O)"
-        )
+        if unread is not None:
+            print(
+                "the traces match at every value a later torch op read; op "
+                f"#{unread.index} {unread.op} at {unread.location} produced values that differ and that "
+                "no later torch op read (the program may have used them outside torch, e.g. through "
+                ".numpy() or .tolist(), or saved them):"
+            )
+            print(unread)
+        else:
+            print(
+                "the traces match: every torch op consumed and produced the same values in every run, "
+                "so the difference arose outside torch ops (Python-level randomness, time, I/O)"
+            )
         print(difference)
         print(f"traces: {', '.join(traces)}")
         return 1

@@ -300,7 +300,7 @@ def test_rehash_sees_writes_that_bypass_torch(tmp_path: Path) -> None:
             x = torch.zeros(4)
             _ = x + 1
             x.numpy()[0] = value
-            _ = x + 1
+            _ = (x + 1).sum().item()
             consumer = here(-1)
     divergence = first_divergence(tmp_path / "a.dtrace", tmp_path / "b.dtrace")
     assert divergence is not None and divergence.kind == "external-input"
@@ -368,7 +368,7 @@ def test_fresh_scope_seed_is_named_as_the_cause(tmp_path: Path) -> None:
     """A scope drawing a fresh seed per entry is named as the cause of an rng-state divergence."""
     for name in ("a", "b"):
         with trace(tmp_path / f"{name}.dtrace"), deterministic(None):
-            torch.rand(3)
+            torch.rand(3).sum().item()
     divergence = first_divergence(tmp_path / "a.dtrace", tmp_path / "b.dtrace")
     assert divergence is not None and divergence.kind == "rng-state"
     assert "fresh seed per entry" in str(divergence)
@@ -381,7 +381,7 @@ def test_draw_outside_any_scope_is_named_as_the_cause(tmp_path: Path) -> None:
         for name in ("a", "b"):
             torch.seed()
             with trace(tmp_path / f"{name}.dtrace"):
-                torch.randn(3)
+                torch.randn(3).sum().item()
     finally:
         restore(saved)
     divergence = first_divergence(tmp_path / "a.dtrace", tmp_path / "b.dtrace")

@@ -1,56 +1,100 @@
-"""Exact digests of tensors: SHA-256 of the bytes of their logical elements, in logical order.
+"""Exact digests of tensors: XXH3-128 of the bytes of their logical elements, in logical order.
 
 Two tensors get the same digest exactly when their elements are the same bits, in
-the same order: a contiguous tensor is hashed in place (its elements are the bytes
-from ``data_ptr()`` on); any other is first copied into logical order, with
-conjugate and negative bits resolved and accelerator tensors copied to the host.
-Bytes of the storage outside the tensor's elements are never read, and -0.0, 0.0
-and every NaN payload are told apart. Dtype and shape are kept beside the digest, in
-the description. (An xor-sum or sum of elements would not do: two dropout masks
-with the same parity would collide.)
+the same order (up to a 128-bit hash collision): a contiguous tensor is hashed in
+place (its elements are the bytes from ``data_ptr()`` on); any other is first copied
+into logical order, with conjugate and negative bits resolved and accelerator tensors
+copied to the host. Bytes of the storage outside the tensor's elements are never read,
+and -0.0, 0.0 and every NaN payload are told apart. Dtype and shape are kept beside
+the digest, in the description. (An xor-sum or sum of elements would not do: two
+dropout masks with the same parity would collide.)
+
+XXH3-128 is not a cryptographic hash, and it need not be: a trace compares the values
+of one program against themselves, with no adversary choosing inputs to collide.
+Among the ``n`` distinct values of two traces, a chance collision has probability
+about ``n**2 / 2**129`` (below 1e-15 for a billion values); XXH3 passes SMHasher's
+distribution and collision tests, and hashes at memory speed (see the performance page).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import weakref
+
+import xxhash
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["DigestCache", "args_text", "describe", "digest_bytes", "digest_tensor"]
+__all__ = ["DIGEST_NAME", "DigestCache", "args_text", "describe", "digest_bytes", "digest_tensor"]
 
+#: The digest, as the trace header names it (traces with other digests do not compare).
+DIGEST_NAME = "xxh3-128 of the bytes of the logical elements"
 #: Longest argument text kept verbatim; longer ones keep a prefix and a digest.
 ARGS_TEXT_LIMIT = 200
+#: Longest text of one argument (a repr) kept verbatim.
+ARG_LIMIT = 60
 
-_DTYPE_NAMES: dict[Any, str] = {}
+_hash = xxhash.xxh3_128_digest
+_DESCRIPTIONS: dict[tuple[Any, ...], str] = {}
+_DESCRIPTIONS_LIMIT = 1 << 14
 
 
 def digest_bytes(data: Any) -> bytes:
     """Return the 16-byte digest of a bytes-like object."""
-    return hashlib.sha256(data).digest()[:16]
+    return _hash(data)
 
 
 def describe(tensor: Any, note: str | None = None) -> str:
-    """Return ``dtype[shape]``, with ``@device`` off the CPU, the layout if not strided and ``note``."""
-    dtype = tensor.dtype
-    name = _DTYPE_NAMES.get(dtype)
-    if name is None:
-        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
-    text = f"{name}[{', '.join(map(str, tensor.shape))}]"
-    device = tensor.device
-    if device.type != "cpu":
-        text += f"@{device}"
-    layout = tensor.layout
-    if str(layout) != "torch.strided":
-        text += f" {str(layout).removeprefix('torch.')}"
-    if tensor.is_quantized:
-        text += f" q(scale={tensor.q_scale()!r}, zero_point={tensor.q_zero_point()})"
+    """Return ``dtype[shape]``, with ``@device`` off the CPU, the layout if not strided and ``note``.
+
+    Never raises: a tensor that cannot report its metadata (a subclass, say) is
+    described by its type.
+    """
+    try:
+        if tensor.is_nested:
+            text = _describe_nested(tensor)
+        else:
+            key = (tensor.dtype, tensor.shape, tensor.device, tensor.layout)
+            cached = _DESCRIPTIONS.get(key)
+            if cached is None:
+                text = _describe(*key)
+                if len(_DESCRIPTIONS) >= _DESCRIPTIONS_LIMIT:
+                    _DESCRIPTIONS.clear()
+                _DESCRIPTIONS[key] = text
+            else:
+                text = cached
+            if tensor.is_quantized:
+                text += f" q(scale={tensor.q_scale()!r}, zero_point={tensor.q_zero_point()})"
+    except Exception:  # noqa: BLE001 - a description must never break the traced program
+        text = f"{type(tensor).__name__} (metadata unreadable)"
+    if type(tensor).__name__ not in ("Tensor", "Parameter"):
+        text += f" {type(tensor).__name__}"
     if note is not None:
         text += f" {note}"
     return text
+
+
+def _describe(dtype: Any, shape: Any, device: Any, layout: Any) -> str:
+    text = f"{str(dtype).removeprefix('torch.')}[{', '.join(map(str, shape))}]"
+    if device.type != "cpu":
+        text += f"@{device}"
+    if str(layout) != "torch.strided":
+        text += f" {str(layout).removeprefix('torch.')}"
+    return text
+
+
+def _describe_nested(tensor: Any) -> str:
+    """A nested tensor: its components' count and sizes (it has no single shape)."""
+    sizes = [tuple(component.shape) for component in tensor.unbind()]
+    text = f"{str(tensor.dtype).removeprefix('torch.')} nested{sizes}"
+    if len(text) > ARGS_TEXT_LIMIT:
+        text = f"{text[:ARGS_TEXT_LIMIT]}... #{_hash(text.encode()).hex()}"
+    if tensor.device.type != "cpu":
+        text += f"@{tensor.device}"
+    layout = str(tensor.layout).removeprefix("torch.")
+    return text if layout == "strided" else f"{text} {layout}"
 
 
 def digest_tensor(tensor: Any) -> bytes | None:
@@ -63,9 +107,15 @@ def digest_tensor(tensor: Any) -> bytes | None:
         16 bytes, or ``None`` for a meta tensor or one whose bytes cannot be read
         (a subclass without storage).
     """
-    if tensor.device.type == "meta":
-        return None
     try:
+        if tensor.is_meta:
+            return None
+        if tensor.is_nested:
+            # The components in order, each with its shape: equal exactly when every one is.
+            parts = [
+                repr(tuple(part.shape)).encode() + (digest_tensor(part) or b"?") for part in tensor.unbind()
+            ]
+            return _hash(b"".join(parts))
         if tensor.layout is not _strided(tensor):
             tensor = tensor.to_dense()
         if tensor.is_quantized:
@@ -76,20 +126,20 @@ def digest_tensor(tensor: Any) -> bytes | None:
             tensor = tensor.resolve_conj()
         if tensor.is_neg():
             tensor = tensor.resolve_neg()
-        if not tensor.is_contiguous():
-            tensor = tensor.contiguous()
-        if tensor.device.type != "cpu":
+        if not tensor.is_cpu:
             tensor = tensor.cpu()
         size = tensor.numel() * tensor.element_size()
         if size == 0:
             return _EMPTY
+        if not tensor.is_contiguous():
+            tensor = tensor.contiguous()
         # The elements of a contiguous CPU tensor are exactly these bytes; read them in place.
-        return hashlib.sha256((ctypes.c_char * size).from_address(tensor.data_ptr())).digest()[:16]
-    except (RuntimeError, NotImplementedError, TypeError):
+        return _hash((ctypes.c_char * size).from_address(tensor.data_ptr()))
+    except Exception:  # noqa: BLE001 - subclasses raise anything; an unreadable value has no digest
         return None
 
 
-_EMPTY = hashlib.sha256(b"").digest()[:16]
+_EMPTY = _hash(b"")
 _STRIDED: list[Any] = []
 
 
@@ -105,8 +155,10 @@ def args_text(value: Any, tensor_type: type, generator_type: type) -> str:
     """Return the non-tensor content of an argument structure as text.
 
     Tensors read ``T`` and generators ``G`` (their values are recorded apart); floats
-    use ``repr``, which round-trips exactly. Texts over :data:`ARGS_TEXT_LIMIT`
-    characters keep a prefix and a digest of the whole.
+    use ``repr``, which round-trips exactly. A storage reads as its type and size (its
+    bytes are recorded through the tensors that view it), and other objects as their
+    type when their ``repr`` shows an address or is long. Texts over
+    :data:`ARGS_TEXT_LIMIT` characters keep a prefix and a digest of the whole.
 
     Args:
         value: The positional arguments, or a dict of keyword arguments.
@@ -118,14 +170,19 @@ def args_text(value: Any, tensor_type: type, generator_type: type) -> str:
     """
     text = _text(value, tensor_type, generator_type)
     if len(text) > ARGS_TEXT_LIMIT:
-        text = f"{text[:ARGS_TEXT_LIMIT]}... #{digest_bytes(text.encode()).hex()}"
+        text = f"{text[:ARGS_TEXT_LIMIT]}... #{_hash(text.encode()).hex()}"
     return text
 
 
-def _text(value: Any, tensor_type: type, generator_type: type) -> str:
+_PLAIN = (int, float, bool, type(None), str)
+
+
+def _text(value: Any, tensor_type: type, generator_type: type) -> str:  # noqa: PLR0911 - one per kind
+    kind = type(value)
+    if kind in _PLAIN:
+        return repr(value) if kind is not str or len(value) <= ARG_LIMIT else f"<str of {len(value)}>"
     if isinstance(value, tensor_type):
         return "T"
-    kind = type(value)
     if kind is tuple or kind is list:
         return "(" + ", ".join([_text(item, tensor_type, generator_type) for item in value]) + ")"
     if kind is dict:
@@ -136,124 +193,118 @@ def _text(value: Any, tensor_type: type, generator_type: type) -> str:
         )
     if isinstance(value, generator_type):
         return "G"
-    text = repr(value)
+    nbytes = getattr(value, "nbytes", None)
+    if kind.__name__.endswith("Storage") and callable(nbytes):
+        return f"<{kind.__name__} of {nbytes()} bytes>"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a repr must never break the traced program
+        return f"<{kind.__name__}>"
     # An object shown by address would differ between runs; its type is what can be compared.
-    return f"<{kind.__name__}>" if " at 0x" in text else text
+    if " at 0x" in text or len(text) > ARG_LIMIT or "\n" in text:
+        return f"<{kind.__name__}>"
+    return text
 
 
 class DigestCache:
-    """Reuses the digest of a tensor whose memory torch reports unchanged.
+    """Remembers, per tensor object, its digest and the traced op that produced it.
 
-    An entry is keyed by where the elements lie (device, address, and size, plus
-    shape and strides when not contiguous), so views and aliases that cover the same
-    elements share it. It holds a weak reference to the storage that was hashed
-    (torch keeps a storage's Python object for as long as the storage lives) and the
-    tensor's version counter. It is used only while that storage is alive and still
-    at that address (so no other allocation can occupy the memory) and while the
-    tensor's version counter is unchanged (views, ``detach()`` and tensors autograd
-    saved share the counter, and every in-place op bumps it). Traced ops that write
-    to memory drop every entry of the written storage, which covers aliases with
-    their own counters (``.data``). Writes that bypass torch (through a ``.numpy()``
-    view, ctypes, another process) are not seen: ``trace(rehash=True)`` hashes
-    every input again instead.
+    An entry belongs to one tensor object (by identity, through a weak reference, so a
+    later object at the same address never inherits it) and holds the tensor's version
+    counter, its data pointer, the digest (or ``None`` until one is needed) and the
+    index of the op that produced the value. It is used while the object is alive,
+    its version counter is unchanged (every in-place op bumps it, and views,
+    ``detach()`` and tensors autograd saved share it) and its data pointer is the same
+    (``.data =`` and ``set_`` move it). A traced op that writes to memory drops the
+    entries of every tensor on the written storage, which covers aliases with counters
+    of their own (``.data``). Writes that bypass torch (through a ``.numpy()`` view,
+    ctypes, another process) are not seen: ``trace(rehash=True)`` hashes every input
+    again instead.
     """
 
-    #: Entries (and storages) kept at most; past it, everything is dropped.
+    #: Entries kept at most; past it, those of dead tensors are swept, then all if needed.
     LIMIT = 1 << 14
-    #: Entries whose storage is gone are swept out after this many new ones.
-    SWEEP_EVERY = 1 << 12
 
     def __init__(self) -> None:
-        # key -> (storage weak reference, storage address, version, digest)
-        self._entries: dict[tuple[Any, ...], tuple[Any, int, int, bytes]] = {}
-        self._by_storage: dict[tuple[Any, int], set[tuple[Any, ...]]] = {}
-        self._stored = 0
+        # id(tensor) -> (weak reference, version, data pointer, storage key, digest, producer)
+        self._entries: dict[int, tuple[Any, int, int, tuple[Any, int], bytes | None, int | None]] = {}
+        self._by_storage: dict[tuple[Any, int], list[int]] = {}
+        self._stores = 0  # since the last sweep: bounds the storage lists' stale keys too
+
+    def _valid(self, tensor: Any) -> tuple[Any, ...] | None:
+        entry = self._entries.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            return None
+        try:
+            if entry[1] == tensor._version and entry[2] == tensor.data_ptr():
+                return entry
+        except Exception:  # noqa: BLE001 - uncacheable after all
+            return None
+        return None
+
+    def producer(self, tensor: Any) -> int | None:
+        """The index of the traced op that produced ``tensor``'s current value, if known."""
+        entry = self._valid(tensor)
+        return None if entry is None else entry[5]
+
+    def read(self, tensor: Any, rehash: bool = False) -> tuple[bytes | None, int | None, bool]:
+        """Return (digest, producer, changed) of a tensor an op consumes.
+
+        Args:
+            tensor: The tensor.
+            rehash: Hash it even when the cached digest is valid, and report in
+                ``changed`` whether its bytes differ from it (a write outside torch ops).
+        """
+        entry = self._valid(tensor)
+        if entry is not None and entry[4] is not None and not rehash:
+            return entry[4], entry[5], False
+        digest = digest_tensor(tensor)
+        producer = None if entry is None else entry[5]
+        changed = entry is not None and entry[4] is not None and digest != entry[4]
+        if digest is not None:
+            self.store(tensor, digest, producer)
+        return digest, producer, changed
 
     def digest(self, tensor: Any) -> bytes | None:
         """Return :func:`digest_tensor` of ``tensor``, from the cache when still valid."""
-        found = self._look_up(tensor)
-        if found is None:
-            return digest_tensor(tensor)
-        key, cached, storage, version = found
-        if cached is not None:
-            return cached
-        digest = digest_tensor(tensor)
-        if digest is not None:
-            self._store(key, storage, version, digest)
-        return digest
+        return self.read(tensor)[0]
 
-    def rehash(self, tensor: Any) -> tuple[bytes | None, bool]:
-        """Hash ``tensor`` again; also say whether its bytes changed while torch saw no change.
-
-        Returns:
-            (digest, changed): ``changed`` is true when a valid cache entry says torch
-            saw no write to this memory, yet the bytes differ: something wrote to it
-            outside torch ops.
-        """
-        found = self._look_up(tensor)
-        digest = digest_tensor(tensor)
-        if found is None or digest is None:
-            return digest, False
-        key, cached, storage, version = found
-        self._store(key, storage, version, digest)
-        return digest, cached is not None and cached != digest
-
-    def _look_up(self, tensor: Any) -> tuple[tuple[Any, ...], bytes | None, Any, int] | None:
-        """(key, valid cached digest or None, storage, version), or None for an uncacheable tensor."""
+    def store(self, tensor: Any, digest: bytes | None, producer: int | None) -> None:
+        """Remember ``tensor``'s digest (``None``: hash it when read) and producing op."""
         try:
             version = tensor._version
             pointer = tensor.data_ptr()
-            storage = tensor.untyped_storage()
-        except (RuntimeError, NotImplementedError, TypeError):  # inference, sparse, storage-less
-            return None
-        if tensor.is_contiguous():
-            key: tuple[Any, ...] = (tensor.device, pointer, tensor.numel() * tensor.element_size())
-        else:
-            key = (tensor.device, pointer, tuple(tensor.shape), tensor.stride(), tensor.element_size())
-        if tensor.is_conj() or tensor.is_neg():
-            key += (tensor.is_conj(), tensor.is_neg())
-        entry = self._entries.get(key)
-        if entry is not None:
-            held = entry[0]()
-            if held is not None and held.data_ptr() == entry[1] and version == entry[2]:
-                return key, entry[3], storage, version
-        return key, None, storage, version
-
-    def _store(self, key: tuple[Any, ...], storage: Any, version: int, digest: bytes) -> None:
-        self._stored += 1
-        if (
-            self._stored >= self.SWEEP_EVERY
-            or len(self._entries) >= self.LIMIT
-            or len(self._by_storage) >= self.LIMIT
-        ):
+            storage = (tensor.device, tensor.untyped_storage().data_ptr())
+            reference = weakref.ref(tensor)
+        except Exception:  # noqa: BLE001 - inference tensors, sparse, storage-less subclasses
+            return
+        self._stores += 1
+        if len(self._entries) >= self.LIMIT or self._stores >= 4 * self.LIMIT:
             self._sweep()
-        address = storage.data_ptr()
-        replaced = self._entries.get(key)
-        if replaced is not None and replaced[1] != address:
-            previous = self._by_storage.get((key[0], replaced[1]))
-            if previous is not None:
-                previous.discard(key)
-                if not previous:
-                    del self._by_storage[(key[0], replaced[1])]
-        self._entries[key] = (weakref.ref(storage), address, version, digest)
-        self._by_storage.setdefault((key[0], address), set()).add(key)
+        key = id(tensor)
+        self._entries[key] = (reference, version, pointer, storage, digest, producer)
+        self._by_storage.setdefault(storage, []).append(key)
 
     def written(self, tensor: Any) -> None:
-        """Forget every digest of memory in ``tensor``'s storage (a traced op wrote to it)."""
+        """Forget every entry of memory in ``tensor``'s storage (a traced op wrote to it)."""
         try:
             storage = (tensor.device, tensor.untyped_storage().data_ptr())
-        except (RuntimeError, NotImplementedError, TypeError):
+        except Exception:  # noqa: BLE001 - storage-less: never cached
             return
-        for key in self._by_storage.pop(storage, ()):
-            self._entries.pop(key, None)
+        keys = self._by_storage.pop(storage, None)
+        if keys:
+            entries = self._entries
+            for key in keys:
+                entries.pop(key, None)
 
     def _sweep(self) -> None:
-        """Drop entries whose storage is gone; drop everything if most of the limit is still alive."""
-        self._stored = 0
+        """Drop the entries of dead tensors; drop everything if most are still alive."""
+        self._stores = 0
         alive = {key: entry for key, entry in list(self._entries.items()) if entry[0]() is not None}
         if len(alive) >= self.LIMIT // 2:
             alive = {}
         self._entries = alive
-        self._by_storage = {}
+        by_storage: dict[tuple[Any, int], list[int]] = {}
         for key, entry in alive.items():
-            self._by_storage.setdefault((key[0], entry[1]), set()).add(key)
+            by_storage.setdefault(entry[3], []).append(key)
+        self._by_storage = by_storage

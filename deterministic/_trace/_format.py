@@ -1,25 +1,31 @@
-"""The trace file: a header line, then compact binary records, written and read as streams.
+"""The trace file: a header line, then checksummed chunks of compact binary records.
 
-A file starts with ``DTRACE1`` and a JSON header line, then records, each a type
-byte and its fields; numbers are unsigned LEB128 varints, digests 16 raw bytes.
-Strings (operator names, module paths, locations, tensor descriptions, argument
-texts) are sent once into a table of at most :data:`TABLE_SLOTS` slots and
-referred to by slot; when the table is full both sides clear it, so neither the
-writer nor the reader grows with the length of a run.
+A file starts with ``DTRACE2`` and a JSON header line (the run's argv and environment),
+then chunks. A chunk is a fixed header (``CHUNK_MARK``, payload length, CRC-32 of the
+payload, how many op records it holds, flags, and the scope depth at its start) and a
+payload of records. The writer cuts a chunk every :data:`CHUNK_OPS` operator calls, so
+two runs that record the same calls write byte-identical chunks at the same places:
+the comparison skips equal chunks without parsing them. Each chunk starts with an empty
+string table, so any chunk can be read on its own. A chunk whose checksum fails, bytes
+after the final chunk, or a record that does not parse make the file corrupt; a chunk
+cut off by the end of the file is a run killed while writing, and reading stops there.
 
-Records:
+Records, each a type byte and its fields; numbers are unsigned LEB128 varints, digests
+16 raw bytes:
 
-- ``STRING slot length bytes``: defines a slot.
-- ``RESET``: clears the table.
+- ``STRING slot length bytes``: defines a slot of the chunk's string table (at most
+  :data:`TABLE_SLOTS` slots; ``RESET`` clears it when it would overflow).
 - ``OP op module phase location args n_in (tag [digest])* n_out (tag [digest])* rng``:
   one operator call. A tag is ``description_slot << 3 | flags``; flag 1 marks an input
   seen for the first time (not produced by a traced op: it entered torch here), flag 2
-  marks a value that has no digest (uninitialised, meta or fully overwritten), flag 4
-  an input whose bytes changed while torch saw no write (found with ``rehash=True``). ``rng``
+  marks a value that has no digest (uninitialised, a view, meta or fully overwritten), flag 4
+  an input whose bytes changed while torch saw no write (found with ``rehash=True``). An
+  input's tag and digest are followed by the distance back to the op that produced its
+  value (0: unknown). ``rng``
   is 0, or 1 followed by ``generator_slot initial_seed state_digest``.
 - ``SCOPE kind seed location``: a scope entry (1) or exit (2).
 - ``ALERT op location message``: an op torch flagged as nondeterministic.
-- ``END ops``: the block ended normally after ``ops`` operator calls.
+- ``END ops``: the block ended normally after ``ops`` operator calls (in the final chunk).
 
 Slot 0 stands for "none" wherever a string is optional.
 """
@@ -29,6 +35,8 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import struct
+import zlib
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,16 +51,25 @@ __all__ = [
     "ScopeEvent",
     "TensorRecord",
     "Writer",
+    "corrupt",
 ]
 
-MAGIC = b"DTRACE1\n"
+MAGIC = b"DTRACE2\n"
 TABLE_SLOTS = 1 << 16
 DIGEST_SIZE = 16
+#: Operator calls per chunk: chunks of equal runs line up and compare as bytes.
+CHUNK_OPS = 4096
+CHUNK_MARK = 0xC5
+#: mark, payload length, CRC-32, op records, flags, scope depth at the chunk's start.
+CHUNK_HEADER = struct.Struct("<BIIIBi")
+HAS_ALERTS, HAS_SCOPES, FINAL = 1, 2, 4
 
 STRING, RESET, OP, SCOPE, ALERT, END = 1, 2, 3, 4, 5, 6
 FRESH, NO_DIGEST, CHANGED = 1, 2, 4
 TAG_SHIFT = 3
 PHASES = (None, "forward", "backward")
+#: The operator name of a batch a DataLoader worker produced, recorded where the loop gets it.
+BATCH_OP = "DataLoader.__next__"
 SCOPE_KINDS = (None, "enter", "exit")
 
 _SMALL = [bytes((n,)) for n in range(128)]
@@ -81,15 +98,25 @@ class TensorRecord:
         fresh: Whether this input was not produced by an earlier traced op.
         changed: Whether this input's bytes changed since torch last saw them, with no
             torch op writing them (recorded only by ``trace(rehash=True)``).
+        producer: For an input, the index of the traced op that produced its value
+            (through views), when known.
     """
 
-    __slots__ = ("changed", "description", "digest", "fresh")
+    __slots__ = ("changed", "description", "digest", "fresh", "producer")
 
-    def __init__(self, description: str, digest: bytes | None, fresh: bool, changed: bool = False) -> None:
+    def __init__(
+        self,
+        description: str,
+        digest: bytes | None,
+        fresh: bool,
+        changed: bool = False,
+        producer: int | None = None,
+    ) -> None:
         self.description = description
         self.digest = digest
         self.fresh = fresh
         self.changed = changed
+        self.producer = producer
 
     def same_value(self, other: TensorRecord) -> bool:
         """Whether both records describe the same value (``fresh`` is not compared)."""
@@ -234,28 +261,41 @@ class AlertEvent:
         return f"<AlertEvent {self.op} at {self.location}>"
 
 
-class Writer:
-    """Streams records to a file, buffering in memory up to a fixed size."""
+def corrupt(path: str, what: str, position: int) -> ValueError:
+    """The error for a damaged trace file, naming the damage and its byte offset."""
+    return ValueError(f"{path} is corrupt: {what} at byte {position}")
 
-    FLUSH_AT = 1 << 20
+
+class Writer:
+    """Streams records to a file, a chunk at a time."""
 
     def __init__(self, file: BinaryIO, header: dict[str, Any]) -> None:
         """Write the magic and header.
 
         Args:
-            file: A file opened for binary writing; the writer closes it.
+            file: A file opened for binary writing, best unbuffered (a forked child must not
+                inherit unwritten bytes); the writer closes it.
             header: Facts about the run, stored as one JSON line.
         """
-        self._file = file
-        self._buffer = bytearray(MAGIC)
-        self._buffer += json.dumps(header, sort_keys=True).encode() + b"\n"
+        self._file: BinaryIO | None = file
+        file.write(MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n")
+        self._buffer = bytearray()
         self._slots: dict[str, int] = {}
         self.ops = 0
+        self._chunk_ops = 0
+        self._flags = 0
+        self._depth = 0
+        self._chunk_depth = 0
         # Scope events and alerts that arrive while an op record is being built (from a GC
         # finaliser entering a scope, say) wait here: they could reset the string table
         # under the record's slots.
         self._building = False
         self._waiting: list[tuple[int, tuple[Any, ...]]] = []
+
+    @property
+    def buffer(self) -> bytearray:
+        """The current chunk's payload, which op records are appended to."""
+        return self._buffer
 
     def start_op(self) -> None:
         """Begin building an op record: other records wait until :meth:`op` writes it."""
@@ -285,15 +325,16 @@ class Writer:
             result.append(slot)
         return result
 
-    def op(self, fields: bytes) -> None:
+    def op(self, fields: bytes | bytearray) -> None:
         """Append an operator call's fields (everything after the type byte)."""
         buffer = self._buffer
         buffer.append(OP)
         buffer += fields
         self.ops += 1
+        self._chunk_ops += 1
         self.end_op()
-        if len(buffer) >= self.FLUSH_AT:
-            self.flush()
+        if self._chunk_ops >= CHUNK_OPS:
+            self.cut()
 
     def end_op(self) -> None:
         """Stop building an op record (written or abandoned) and write what waited for it."""
@@ -312,6 +353,8 @@ class Writer:
             return
         (slot,) = self.slots((location,))
         self._buffer += _SMALL[SCOPE] + _SMALL[kind] + varint(seed) + varint(slot)
+        self._depth += 1 if kind == 1 else -1
+        self._flags |= HAS_SCOPES
 
     def alert(self, op: str, location: str, message: str) -> None:
         """Append an alert for the last operator call."""
@@ -320,23 +363,69 @@ class Writer:
             return
         slots = self.slots((op, location, message))
         self._buffer += _SMALL[ALERT] + b"".join(varint(slot) for slot in slots)
+        self._flags |= HAS_ALERTS
 
-    def flush(self) -> None:
-        """Write the buffer to the file."""
-        self._file.write(self._buffer)
-        self._buffer.clear()
+    def cut(self, final: bool = False) -> None:
+        """Write the current chunk to the file and start an empty one."""
+        payload = self._buffer
+        if self._file is None or (not payload and not final):
+            return
+        flags = self._flags | (FINAL if final else 0)
+        header = CHUNK_HEADER.pack(
+            CHUNK_MARK, len(payload), zlib.crc32(payload), self._chunk_ops, flags, self._chunk_depth
+        )
+        self._file.write(header + payload)
+        self._buffer = bytearray()
+        self._slots.clear()
+        self._chunk_ops = 0
+        self._flags = 0
+        self._chunk_depth = self._depth
 
     def close(self, complete: bool) -> None:
-        """Flush and close; ``complete`` marks the block as having ended normally."""
-        self.end_op()
-        if complete:
-            self._buffer += _SMALL[END] + varint(self.ops)
-        self.flush()
-        self._file.close()
+        """Write the last chunk and close; ``complete`` marks the block as having ended normally."""
+        try:
+            self.end_op()
+            if complete:
+                self._buffer += _SMALL[END] + varint(self.ops)
+            self.cut(final=complete)
+        finally:
+            if self._file is not None:
+                self._file.close()
+
+    def abandon(self) -> None:
+        """Never write again, dropping what is unwritten (in a forked child: the file is the parent's)."""
+        self._buffer = bytearray()
+        self._waiting.clear()
+        self._file = None
+
+
+class Chunk:
+    """One chunk of a trace file, not yet parsed.
+
+    Attributes:
+        offset: Where its header starts in the file.
+        payload: Its records.
+        ops: How many op records it holds.
+        flags: ``HAS_ALERTS | HAS_SCOPES | FINAL`` bits.
+        depth: How many scopes were open when it started.
+        first: The index of its first op record.
+    """
+
+    __slots__ = ("depth", "first", "flags", "offset", "ops", "payload")
+
+    def __init__(  # noqa: PLR0917 - the header's fields
+        self, offset: int, payload: bytes, ops: int, flags: int, depth: int, first: int
+    ) -> None:
+        self.offset = offset
+        self.payload = payload
+        self.ops = ops
+        self.flags = flags
+        self.depth = depth
+        self.first = first
 
 
 class Reader:
-    """Reads a trace file as a stream of events, in the order they were recorded.
+    """Reads a trace file, as chunks or as a stream of events, in the order they were recorded.
 
     Attributes:
         path: The file.
@@ -352,7 +441,7 @@ class Reader:
             path: The trace file.
 
         Raises:
-            ValueError: If the file is not a trace.
+            ValueError: If the file is not a trace, or its header is damaged.
             OSError: If it cannot be read.
         """
         self.path = os.fspath(path)
@@ -363,13 +452,26 @@ class Reader:
                 raise ValueError(f"{self.path} is not a deterministic trace (too short)")
             self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
         if self._map[: len(MAGIC)] != MAGIC:
+            found = bytes(self._map[: len(MAGIC)])
             self._map.close()
+            if found.startswith(b"DTRACE"):
+                raise ValueError(
+                    f"{self.path} is a trace of another format ({found[:-1].decode(errors='replace')}); "
+                    f"this version reads {MAGIC[:-1].decode()}: trace the runs again"
+                )
             raise ValueError(f"{self.path} is not a deterministic trace (no {MAGIC[:-1].decode()} header)")
         end = self._map.find(b"\n", len(MAGIC))
         if end < 0:
             self._map.close()
             raise ValueError(f"{self.path} is not a deterministic trace (no header line)")
-        self.header: dict[str, Any] = json.loads(self._map[len(MAGIC) : end])
+        try:
+            header = json.loads(self._map[len(MAGIC) : end])
+            if not isinstance(header, dict):
+                raise TypeError
+        except (ValueError, TypeError):
+            self._map.close()
+            raise corrupt(self.path, "the header line is not a JSON object", len(MAGIC)) from None
+        self.header: dict[str, Any] = header
         self._start = end + 1
 
     def close(self) -> None:
@@ -382,7 +484,43 @@ class Reader:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def events(self) -> Iterator[OpEvent | ScopeEvent | AlertEvent]:  # noqa: PLR0915
+    def chunks(self) -> Iterator[Chunk]:
+        """Yield the file's chunks, checking each one's checksum.
+
+        Yields:
+            Each complete chunk; a chunk cut off by the end of the file ends the iteration.
+
+        Raises:
+            ValueError: If a chunk is damaged, or bytes follow the final chunk.
+        """
+        data = self._map
+        size = len(data)
+        position = self._start
+        first = 0
+        header_size = CHUNK_HEADER.size
+        while position < size:
+            if self.complete:
+                raise corrupt(self.path, f"{size - position} bytes after the end of the trace", position)
+            if size - position < header_size:
+                if data[position] != CHUNK_MARK:
+                    raise corrupt(self.path, "bytes that are not a chunk", position)
+                return  # cut off in a chunk header: the run was killed while writing
+            mark, length, checksum, ops, flags, depth = CHUNK_HEADER.unpack_from(data, position)
+            if mark != CHUNK_MARK:
+                raise corrupt(self.path, "bytes that are not a chunk", position)
+            start = position + header_size
+            if start + length > size:
+                return  # cut off mid-chunk: the run was killed while writing
+            payload = data[start : start + length]
+            if zlib.crc32(payload) != checksum:
+                raise corrupt(self.path, "a chunk that fails its checksum", position)
+            yield Chunk(position, payload, ops, flags, depth, first)
+            first += ops
+            if flags & FINAL:
+                self.complete = True
+            position = start + length
+
+    def events(self) -> Iterator[OpEvent | ScopeEvent | AlertEvent]:
         """Yield every event of the file in order.
 
         Yields:
@@ -391,11 +529,27 @@ class Reader:
         Raises:
             ValueError: If the file is corrupt.
         """
-        data = self._map
+        for chunk in self.chunks():
+            yield from self.parse(chunk)
+
+    def parse(self, chunk: Chunk) -> list[OpEvent | ScopeEvent | AlertEvent]:  # noqa: PLR0912, PLR0915
+        """Return the events of one chunk.
+
+        Args:
+            chunk: A chunk from :meth:`chunks`.
+
+        Returns:
+            Its operator calls, scope events and alerts, in order.
+
+        Raises:
+            ValueError: If a record does not parse.
+        """
+        data = chunk.payload
         size = len(data)
-        position = self._start
+        position = 0
         table: list[str | None] = [None] * TABLE_SLOTS
-        ops = 0
+        ops = chunk.first
+        found: list[OpEvent | ScopeEvent | AlertEvent] = []
 
         def number() -> int:
             nonlocal position
@@ -416,7 +570,7 @@ class Reader:
         def text() -> str:
             value = table[number()]
             if value is None:
-                raise ValueError(f"{self.path} is corrupt: a record refers to an undefined string")
+                raise ValueError("a record refers to an undefined string")
             return value
 
         def optional() -> str | None:
@@ -430,20 +584,30 @@ class Reader:
                 tag = number()
                 description = table[tag >> TAG_SHIFT]
                 if description is None:
-                    raise ValueError(f"{self.path} is corrupt: a record refers to an undefined string")
+                    raise ValueError("a record refers to an undefined string")
                 digest = None
                 if not tag & NO_DIGEST:
                     digest = data[position : position + DIGEST_SIZE]
                     position += DIGEST_SIZE
+                producer = None
+                if inputs:
+                    distance = number()
+                    producer = ops - distance if distance else None
                 result.append(
                     TensorRecord(
-                        description, digest, inputs and bool(tag & FRESH), inputs and bool(tag & CHANGED)
+                        description,
+                        digest,
+                        inputs and bool(tag & FRESH),
+                        inputs and bool(tag & CHANGED),
+                        producer,
                     )
                 )
             return tuple(result)
 
+        start = 0
         try:
             while position < size:
+                start = position
                 kind = data[position]
                 position += 1
                 if kind == STRING:
@@ -471,25 +635,30 @@ class Reader:
                         rng = RngRecord(generator, initial_seed, state)
                     else:
                         position += 1
-                    if position > size:
-                        return  # cut off mid-record: the run was killed while writing
-                    yield OpEvent(ops, op, module, phase, location, args, inputs, outputs, rng)
+                    found.append(OpEvent(ops, op, module, phase, location, args, inputs, outputs, rng))
                     ops += 1
                 elif kind == SCOPE:
                     scope_kind = SCOPE_KINDS[number()]
                     seed = number()
                     location = text()
-                    yield ScopeEvent(scope_kind or "enter", seed, location, ops)
+                    found.append(ScopeEvent(scope_kind or "enter", seed, location, ops))
                 elif kind == ALERT:
                     op = text()
                     location = text()
                     message = text()
-                    yield AlertEvent(op, location, message, max(ops - 1, 0))
+                    found.append(AlertEvent(op, location, message, max(ops - 1, 0)))
                 elif kind == END:
                     number()
-                    self.complete = True
-                    return
                 else:
-                    raise ValueError(f"{self.path} is corrupt: unknown record type {kind} at byte {position}")
+                    raise ValueError(f"unknown record type {kind}")
+            if position > size:
+                raise IndexError
         except IndexError:
-            return  # cut off mid-record: the run was killed while writing
+            where = chunk.offset + CHUNK_HEADER.size + start
+            raise corrupt(self.path, "a record that runs past its chunk", where) from None
+        except (ValueError, UnicodeDecodeError) as error:
+            where = chunk.offset + CHUNK_HEADER.size + start
+            raise corrupt(self.path, str(error), where) from None
+        if ops - chunk.first != chunk.ops:
+            raise corrupt(self.path, f"a chunk of {chunk.ops} ops holding {ops - chunk.first}", chunk.offset)
+        return found

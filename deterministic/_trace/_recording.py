@@ -5,6 +5,12 @@ forward and backward, with the tensors it consumes and produces. Module paths co
 from global forward hooks (which leave autograd's graph alone); ops run by autograd
 in backward are attributed through labels the hooks put on the graph's nodes.
 Scope entries and exits arrive through the scope module's observer hook.
+
+Only the thread that entered the trace, in the process that entered it, is recorded:
+a forked child (a DataLoader worker) stops recording at the fork and never writes to
+the parent's file. Batches that DataLoader workers send are recorded when the loader
+hands them to the loop, in the loader's order, as one call of :data:`BATCH_OP`; the
+unpickling of their arrival (in arrival order, a race) is not recorded.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ import warnings
 import weakref
 
 from .. import _scope
-from ._digesting import DigestCache, args_text, describe, digest_tensor
-from ._format import CHANGED, FRESH, NO_DIGEST, TAG_SHIFT, AlertEvent, Writer, varint
+from ._digesting import DIGEST_NAME, DigestCache, args_text, describe, digest_tensor
+from ._format import BATCH_OP, CHANGED, FRESH, NO_DIGEST, TAG_SHIFT, AlertEvent, Writer, varint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,12 +34,14 @@ if TYPE_CHECKING:
     from types import CodeType, FrameType, TracebackType
     from typing import Any
 
-__all__ = ["Recording", "trace"]
+__all__ = ["BATCH_OP", "Recording", "environment", "trace"]
+
+#: Environment variables that change numerics or kernel choices.
+ENVIRONMENT_VARIABLES = ("CUBLAS_WORKSPACE_CONFIG", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+ENVIRONMENT_PREFIXES = ("MKL_", "OPENBLAS_", "ONEDNN_", "DNNL_", "KMP_")
 
 #: The key of the module label on autograd nodes.
 MODULE_KEY = "deterministic.trace.module"
-#: How many recent digests count as "produced by a traced op" (a bounded memory).
-KNOWN_DIGESTS = 1 << 16
 #: Torch's words in a deterministic-algorithms alert.
 ALERT_TEXT = "does not have a deterministic implementation"
 
@@ -79,13 +87,20 @@ _ACTIVE_LOCK = threading.Lock()
 class _OpInfo:
     """What the recorder needs to know about one operator overload, computed once."""
 
-    __slots__ = ("generator", "keywords", "name", "positional", "random", "uninitialized")
+    __slots__ = ("generator", "keywords", "name", "positional", "random", "uninitialized", "view")
 
     def __init__(self, func: Any, torch: Any) -> None:
         schema = func._schema
         base = schema.name.split("::", 1)[-1]
         self.name = f"{schema.name}.{schema.overload_name}" if schema.overload_name else schema.name
         self.uninitialized = base in _UNINITIALIZED
+        # A view reads no values and makes none: its output is its input, seen another way.
+        # lift_fresh is where a tensor made outside torch ops (from_numpy, a literal) enters: a read.
+        self.view = (
+            bool(schema.returns)
+            and not base.startswith("lift")
+            and all(ret.alias_info is not None and not ret.alias_info.is_write for ret in schema.returns)
+        )
         self.random = torch.Tag.nondeterministic_seeded in func.tags
         self.generator: tuple[int, str] | None = None
         positional: list[tuple[int, int]] = []
@@ -111,6 +126,52 @@ class _OpInfo:
         self.keywords = tuple(keywords)
 
 
+def environment(torch: Any) -> dict[str, Any]:
+    """What a run's numerics depend on besides its code and data: versions, threads, flags, devices.
+
+    Args:
+        torch: The torch module.
+
+    Returns:
+        Plain values, for the trace header.
+    """
+    numpy = sys.modules.get("numpy")
+    backends = torch.backends
+    facts: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": getattr(numpy, "__version__", None),
+        "threads": torch.get_num_threads(),
+        "interop threads": torch.get_num_interop_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cudnn_deterministic": bool(backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(backends.cudnn.benchmark),
+        "matmul_precision": torch.get_float32_matmul_precision(),
+        "machine": platform.machine(),
+        "cpu capability": _cpu_capability(torch),
+    }
+    cuda = torch.cuda
+    if cuda.is_initialized():  # never initialise CUDA just to name the devices
+        facts["devices"] = [cuda.get_device_name(index) for index in range(cuda.device_count())]
+        facts["tf32 matmul"] = bool(backends.cuda.matmul.allow_tf32)
+        facts["tf32 cudnn"] = bool(backends.cudnn.allow_tf32)
+    variables = {
+        name: value
+        for name, value in os.environ.items()
+        if name in ENVIRONMENT_VARIABLES or name.startswith(ENVIRONMENT_PREFIXES)
+    }
+    facts["environment variables"] = dict(sorted(variables.items()))
+    return facts
+
+
+def _cpu_capability(torch: Any) -> str | None:
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001 - older torch: not known
+        return None
+
+
 class Recording:
     """One active trace: the file being written and what the recorder tracks.
 
@@ -133,22 +194,29 @@ class Recording:
 
         self.path = path
         self._torch = torch
+        self._tensor_type = torch.Tensor
+        self._generator_type = torch.Generator
         self._thread = threading.get_ident()
+        self._pid = os.getpid()
+        # Set in a forked child (the recording belongs to the parent), and while a
+        # DataLoader receives a worker's batch (its arrival order is a race).
+        self._off = False
+        self._paused = 0
+        self._worker: int | None = None
         header = {
-            "format": 1,
-            "digest": "sha256[:16] of the bytes of the logical elements",
-            "python": platform.python_version(),
-            "torch": torch.__version__,
+            "format": 2,
+            "digest": DIGEST_NAME,
             "argv": list(sys.argv),
+            "environment": environment(torch),
             "rehash": rehash,
-            "pid": os.getpid(),
+            "pid": self._pid,
         }
-        self._writer = Writer(open(path, "wb"), header)  # noqa: SIM115 - closed by stop()
+        # Unbuffered: a forked child must not inherit bytes it could flush into this file.
+        self._writer = Writer(open(path, "wb", buffering=0), header)  # noqa: SIM115 - closed by stop()
         self._infos: dict[Any, _OpInfo] = {}
         self._cache = DigestCache()
         self._rehash = rehash
         self._skip: dict[CodeType, bool] = {}
-        self._known: dict[bytes, None] = {}
         self._modules: list[tuple[Any, str]] = []
         self._generators: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._alerted: set[tuple[str, str]] = set()
@@ -156,11 +224,13 @@ class Recording:
         self._last = ("<no op yet>", "<outside user code>")
         self._stoppers: list[Any] = []
         self._mode: Any = None
+        self._compiled_warned = False
         self._skipped_prefixes = tuple(
             os.path.dirname(os.path.abspath(file)) + os.sep
             for file in (torch.__file__, os.path.dirname(__file__))
         ) + tuple(os.path.abspath(module.__file__) for module in (contextlib, functools) if module.__file__)
         self._skipped_prefixes += ("<frozen ",)
+        self._dynamo_file = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "_dynamo", "")
         self._current_node = getattr(torch._C, "_current_autograd_node", lambda: None)
 
     @property
@@ -169,14 +239,21 @@ class Recording:
         return self._writer.ops
 
     def start(self) -> None:
-        """Hook modules and scopes and push the dispatch mode."""
+        """Hook modules, scopes and DataLoaders, and push the dispatch mode."""
         hooks = self._torch.nn.modules.module
         self._stoppers.append(hooks.register_module_forward_pre_hook(self._pre_forward).remove)
         self._stoppers.append(hooks.register_module_forward_hook(self._post_forward, always_call=True).remove)
         self._stoppers.append(_scope.observe(self._on_scope))
         self._stoppers.append(self._catch_alerts())
+        self._stoppers.append(_hook_loaders(self._torch))
+        _watch_forks()
         self._mode = _mode_class(self._torch)(self)
         self._mode.__enter__()
+
+    def forked(self) -> None:
+        """Stop for good in a forked child: the file and the thread are the parent's."""
+        self._off = True
+        self._writer.abandon()
 
     def _catch_alerts(self) -> Callable[[], None]:
         """Turn torch's warn_only alerts into trace records; return what undoes it.
@@ -197,7 +274,7 @@ class Recording:
             line: str | None = None,
         ) -> None:
             text = str(message)
-            if ALERT_TEXT not in text or threading.get_ident() != self._thread:
+            if ALERT_TEXT not in text or self._off or threading.get_ident() != self._thread:
                 previous(message, category, filename, lineno, file, line)
                 return
             if self._last not in self._alerted:
@@ -249,13 +326,35 @@ class Recording:
             if skipped is None:
                 # "<frozen runpy>" and the like: the interpreter's machinery, never the user's line.
                 skipped = skip[code] = code.co_filename.startswith(self._skipped_prefixes)
+                if not skipped and not self._compiled_warned and self._under_compile(frame):
+                    self._warn_compiled(frame)
             if not skipped:
                 return f"{code.co_filename}:{frame.f_lineno}"
             frame = frame.f_back
         return "<outside user code>"
 
+    def _under_compile(self, frame: FrameType | None) -> bool:
+        """Whether a ``torch.compile`` wrapper is calling this frame (checked once per code object)."""
+        while frame is not None:
+            code = frame.f_code
+            if code.co_name == "compile_wrapper" and code.co_filename.startswith(self._dynamo_file):
+                return True
+            frame = frame.f_back
+        return False
+
+    def _warn_compiled(self, frame: FrameType) -> None:
+        self._compiled_warned = True
+        warnings.warn_explicit(
+            "a torch.compile'd function ran inside trace(): under the tracer it runs eagerly, op by "
+            "op, so its numbers can differ from the compiled run's in the last bits; the trace "
+            "compares traced runs with each other, and both run the same eager ops",
+            TracedCompileWarning,
+            frame.f_code.co_filename,
+            frame.f_lineno,
+        )
+
     def _pre_forward(self, module: Any, args: Any) -> None:
-        if threading.get_ident() != self._thread:
+        if self._off or threading.get_ident() != self._thread:
             return
         stack = self._modules
         if stack:
@@ -268,7 +367,7 @@ class Recording:
         stack.append((module, path))
 
     def _post_forward(self, module: Any, args: Any, output: Any) -> None:
-        if threading.get_ident() != self._thread:
+        if self._off or threading.get_ident() != self._thread:
             return
         stack = self._modules
         path = None
@@ -285,7 +384,14 @@ class Recording:
         torch = self._torch
         if not torch.is_grad_enabled():
             return
-        pending = [tensor.grad_fn for tensor in _tensors(value, torch.Tensor) if tensor.grad_fn is not None]
+        pending = []
+        for tensor in _tensors(value, self._tensor_type):
+            try:
+                node = tensor.grad_fn
+            except Exception:  # noqa: BLE001 - a subclass without autograd metadata
+                continue
+            if node is not None:
+                pending.append(node)
         while pending:
             node = pending.pop()
             metadata = node.metadata
@@ -295,7 +401,7 @@ class Recording:
             pending.extend(following for following, _ in node.next_functions if following is not None)
 
     def _on_scope(self, event: str, scope: Any) -> None:
-        if threading.get_ident() != self._thread:
+        if self._off or threading.get_ident() != self._thread:
             return
         self._writer.scope(1 if event == "enter" else 2, scope.seed, self._location(sys._getframe(1)))
 
@@ -312,7 +418,7 @@ class Recording:
         Returns:
             What the call returned.
         """
-        if threading.get_ident() != self._thread:
+        if self._off or self._paused or threading.get_ident() != self._thread:
             return func(*args, **kwargs)
         info = self._infos.get(func)
         if info is None:
@@ -326,72 +432,138 @@ class Recording:
         else:
             phase, module = 0, None
         location = self._location(sys._getframe(2))
-        inputs, written, device = self._inputs(info, args, kwargs)
-        rng = self._rng(info, args, kwargs, device) if info.random else None
-        result = func(*args, **kwargs)
-        outputs = self._outputs(info, result, written)
-        self._write(info.name, module, phase, location, args, kwargs, inputs, outputs, rng)
+        if info.view:
+            result = func(*args, **kwargs)
+            inputs, outputs, rng = self._view(info, args, kwargs, result)
+        else:
+            inputs, written, device = self._inputs(info, args, kwargs)
+            rng = self._rng(info, args, kwargs, device) if info.random else None
+            result = func(*args, **kwargs)
+            outputs = self._outputs(info, result, written)
+        text = args_text(args, self._tensor_type, self._generator_type)
+        if kwargs:
+            text += " " + args_text(kwargs, self._tensor_type, self._generator_type)
+        self._write(info.name, module, phase, location, text, inputs, outputs, rng)
         self._last = (info.name, location)
         return result
 
+    def record_batch(self, batch: Any, worker: int | None, frame: FrameType | None) -> None:
+        """Record a batch a DataLoader worker produced, as the loader hands it to the loop.
+
+        Args:
+            batch: The batch.
+            worker: The worker that produced it.
+            frame: The frame to look for the user's line from.
+        """
+        if self._off or self._paused or threading.get_ident() != self._thread:
+            return
+        outputs: list[tuple[str, bytes | None, int, int]] = []
+        index = self._writer.ops
+        for tensor in _tensors(batch, self._tensor_type):
+            digest = digest_tensor(tensor)
+            self._cache.store(tensor, digest, index)
+            if digest is None:
+                outputs.append((describe(tensor, "no digest"), None, NO_DIGEST, 0))
+                continue
+            outputs.append((describe(tensor), digest, 0, 0))
+        where = f"worker {worker}" if worker is not None else "worker ?"
+        location = self._location(frame)
+        self._write(BATCH_OP, None, 0, location, where, [], outputs, None)
+
+    def _view(
+        self, info: _OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
+    ) -> tuple[list[tuple[str, bytes | None, int, int]], list[tuple[str, bytes | None, int, int]], None]:
+        """Describe a view op's tensors without hashing: the ops that read them hash them.
+
+        A view's value is its input's, so it keeps the input's producer.
+        """
+        tensor_type = self._tensor_type
+        cache = self._cache
+        producer = None
+        inputs: list[tuple[str, bytes | None, int, int]] = []
+        for _, value in _arguments(info, args, kwargs):
+            for tensor in _tensors(value, tensor_type):
+                if producer is None:
+                    producer = cache.producer(tensor)
+                inputs.append((describe(tensor, "viewed"), None, NO_DIGEST, 0))
+        outputs: list[tuple[str, bytes | None, int, int]] = []
+        for tensor in _tensors(result, tensor_type):
+            cache.store(tensor, None, producer)
+            outputs.append((describe(tensor, "view"), None, NO_DIGEST, 0))
+        return inputs, outputs, None
+
     def _inputs(
         self, info: _OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[list[tuple[str, bytes | None, int]], list[Any], Any]:
+    ) -> tuple[list[tuple[str, bytes | None, int, int]], list[Any], Any]:
         """Digest what a call consumes: (records, tensors it will write, first tensor's device)."""
-        known = self._known
-        inputs: list[tuple[str, bytes | None, int]] = []
+        inputs: list[tuple[str, bytes | None, int, int]] = []
         written: list[Any] = []
         device = None
+        tensor_type = self._tensor_type
         for role, value in _arguments(info, args, kwargs):
-            for tensor in _tensors(value, self._torch.Tensor):
+            if isinstance(value, tensor_type):
+                tensors: Any = (value,)
+            elif isinstance(value, (tuple, list)):
+                tensors = _tensors(value, tensor_type)
+            else:
+                continue
+            for tensor in tensors:
                 if device is None:
                     device = tensor.device
                 if role != IN:
                     written.append(tensor)
-                if role == OUT:
-                    continue
-                if role == OVERWRITE:
-                    inputs.append((describe(tensor, "overwritten"), None, NO_DIGEST))
-                    continue
-                flags = 0
-                if self._rehash:
-                    digest, changed = self._cache.rehash(tensor)
-                    if changed:
-                        flags = CHANGED
-                else:
-                    digest = self._cache.digest(tensor)
-                if digest is None:
-                    inputs.append((describe(tensor, "no digest"), None, NO_DIGEST))
-                    continue
-                if known.pop(digest, 0) is not None:  # absent: seen here first
-                    flags |= FRESH
-                known[digest] = None
-                inputs.append((describe(tensor), digest, flags))
+                    if role == OUT:
+                        continue
+                    if role == OVERWRITE:
+                        inputs.append((describe(tensor, "overwritten"), None, NO_DIGEST, 0))
+                        continue
+                inputs.append(self._input(tensor))
         return inputs, written, device
 
-    def _outputs(self, info: _OpInfo, result: Any, written: list[Any]) -> list[tuple[str, bytes | None, int]]:
+    def _input(self, tensor: Any) -> tuple[str, bytes | None, int, int]:
+        digest, producer, changed = self._cache.read(tensor, self._rehash)
+        flags = CHANGED if changed else 0
+        distance = 0
+        if producer is None:
+            flags |= FRESH  # no traced op produced it: it entered torch here
+        else:
+            distance = self._writer.ops - producer
+        if digest is None:
+            return (describe(tensor, "no digest"), None, flags | NO_DIGEST, distance)
+        return (describe(tensor), digest, flags, distance)
+
+    def _outputs(
+        self, info: _OpInfo, result: Any, written: list[Any]
+    ) -> list[tuple[str, bytes | None, int, int]]:
         """Digest what a call produced: its results, and the tensors it wrote that it did not return."""
-        cache, known = self._cache, self._known
+        cache = self._cache
         for tensor in written:
             cache.written(tensor)
-        outputs: list[tuple[str, bytes | None, int]] = []
-        returned = _tensors(result, self._torch.Tensor)
-        for tensor in returned + [t for t in written if not any(t is r for r in returned)]:
+        outputs: list[tuple[str, bytes | None, int, int]] = []
+        tensor_type = self._tensor_type
+        if isinstance(result, tensor_type):
+            returned: list[Any] = [result]
+        elif isinstance(result, (tuple, list)):
+            returned = _tensors(result, tensor_type)
+        else:
+            returned = []
+        if written:
+            returned += [t for t in written if not any(t is r for r in returned)]
+        index = self._writer.ops
+        for tensor in returned:
             if info.uninitialized:
                 cache.written(tensor)  # fresh memory: whatever was cached for this address is stale
-                outputs.append((describe(tensor, "uninitialized"), None, NO_DIGEST))
+                cache.store(tensor, None, index)
+                outputs.append((describe(tensor, "uninitialized"), None, NO_DIGEST, 0))
                 continue
-            digest = cache.digest(tensor)
+            digest = digest_tensor(tensor)
+            cache.store(tensor, digest, index)
             if digest is None:
-                outputs.append((describe(tensor, "no digest"), None, NO_DIGEST))
+                outputs.append((describe(tensor, "no digest"), None, NO_DIGEST, 0))
                 continue
-            known.pop(digest, None)
-            known[digest] = None
-            outputs.append((describe(tensor), digest, 0))
+            outputs.append((describe(tensor), digest, 0, 0))
         if not returned and result is not None:
-            outputs.append((_value_text(result), None, NO_DIGEST))
-        while len(known) > KNOWN_DIGESTS:
-            del known[next(iter(known))]
+            outputs.append((_value_text(result), None, NO_DIGEST, 0))
         return outputs
 
     def _write(  # noqa: PLR0917 - the fields of one record
@@ -400,66 +572,54 @@ class Recording:
         module: str | None,
         phase: int,
         location: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        inputs: list[tuple[str, bytes | None, int]],
-        outputs: list[tuple[str, bytes | None, int]],
+        text: str,
+        inputs: list[tuple[str, bytes | None, int, int]],
+        outputs: list[tuple[str, bytes | None, int, int]],
         rng: tuple[str, int, bytes] | None,
     ) -> None:
-        torch = self._torch
-        text = args_text(args, torch.Tensor, torch.Generator)
-        if kwargs:
-            text += " " + args_text(kwargs, torch.Tensor, torch.Generator)
         texts = (
             name,
             module,
             location,
             text,
-            *(record[0] for record in inputs),
-            *(record[0] for record in outputs),
+            *[record[0] for record in inputs],
+            *[record[0] for record in outputs],
             *((rng[0],) if rng is not None else ()),
         )
         writer = self._writer
         writer.start_op()
         try:
-            self._encode(writer, writer.slots(texts), phase=phase, inputs=inputs, outputs=outputs, rng=rng)
-        except BaseException:
-            writer.end_op()
-            raise
-
-    @staticmethod
-    def _encode(
-        writer: Writer,
-        slots: list[int],
-        *,
-        phase: int,
-        inputs: list[tuple[str, bytes | None, int]],
-        outputs: list[tuple[str, bytes | None, int]],
-        rng: tuple[str, int, bytes] | None,
-    ) -> None:
-        """Write an op record whose strings have the given slots."""
-        fields = bytearray()
-        for slot in slots[:2]:
-            fields += varint(slot)
-        fields.append(phase)
-        fields += varint(slots[2])
-        fields += varint(slots[3])
-        position = 4
-        for records in (inputs, outputs):
-            fields += varint(len(records))
-            for _, digest, flags in records:
+            slots = writer.slots(texts)
+            fields = bytearray(varint(slots[0]))
+            fields += varint(slots[1])
+            fields.append(phase)
+            fields += varint(slots[2])
+            fields += varint(slots[3])
+            position = 4
+            fields += varint(len(inputs))
+            for _, digest, flags, distance in inputs:
                 fields += varint(slots[position] << TAG_SHIFT | flags)
                 position += 1
                 if digest is not None:
                     fields += digest
-        if rng is None:
-            fields.append(0)
-        else:
-            fields.append(1)
-            fields += varint(slots[position])
-            fields += varint(rng[1])
-            fields += rng[2]
-        writer.op(bytes(fields))
+                fields += varint(distance)
+            fields += varint(len(outputs))
+            for _, digest, flags, _distance in outputs:
+                fields += varint(slots[position] << TAG_SHIFT | flags)
+                position += 1
+                if digest is not None:
+                    fields += digest
+            if rng is None:
+                fields.append(0)
+            else:
+                fields.append(1)
+                fields += varint(slots[position])
+                fields += varint(rng[1])
+                fields += rng[2]
+        except BaseException:
+            writer.end_op()
+            raise
+        writer.op(fields)
 
     def _rng(
         self, info: _OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any], device: Any
@@ -493,6 +653,74 @@ class Recording:
             label = known
         state = digest_tensor(generator.get_state())
         return label, generator.initial_seed(), state or b"\0" * 16
+
+
+class TracedCompileWarning(UserWarning):
+    """A ``torch.compile``'d function ran inside a trace, eagerly (its numerics may differ)."""
+
+
+def _hook_loaders(torch: Any) -> Callable[[], None]:
+    """Record worker batches where the loop receives them; return what undoes it.
+
+    ``_MultiProcessingDataLoaderIter._next_data`` is wrapped so that the unpickling
+    of batches (in arrival order, a race between workers) is not recorded, and the
+    batch is recorded once it is handed out (in the loader's order). ``_process_data``
+    is wrapped to learn which worker produced it.
+    """
+    try:
+        from torch.utils.data import dataloader  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - part of torch
+        return lambda: None
+    iterator = getattr(dataloader, "_MultiProcessingDataLoaderIter", None)
+    next_data = getattr(iterator, "_next_data", None)
+    process_data = getattr(iterator, "_process_data", None)
+    if iterator is None or next_data is None or process_data is None:
+        return lambda: None
+
+    def traced_next_data(self: Any) -> Any:
+        recording = _ACTIVE[0] if _ACTIVE else None
+        if recording is None or recording._off or threading.get_ident() != recording._thread:
+            return next_data(self)
+        recording._paused += 1
+        recording._worker = None
+        try:
+            batch = next_data(self)
+        finally:
+            recording._paused -= 1
+        recording.record_batch(batch, recording._worker, sys._getframe(1))
+        return batch
+
+    def traced_process_data(self: Any, data: Any, worker_idx: Any) -> Any:
+        recording = _ACTIVE[0] if _ACTIVE else None
+        if recording is not None and threading.get_ident() == recording._thread:
+            recording._worker = worker_idx
+        return process_data(self, data, worker_idx)
+
+    iterator._next_data = traced_next_data
+    iterator._process_data = traced_process_data
+
+    def undo() -> None:
+        if iterator.__dict__.get("_next_data") is traced_next_data:
+            iterator._next_data = next_data
+        if iterator.__dict__.get("_process_data") is traced_process_data:
+            iterator._process_data = process_data
+
+    return undo
+
+
+_FORK_WATCH: list[bool] = []
+
+
+def _watch_forks() -> None:
+    """Stop every active recording in a forked child (registered once per process)."""
+    if not _FORK_WATCH and hasattr(os, "register_at_fork"):
+        _FORK_WATCH.append(True)
+        os.register_at_fork(after_in_child=_after_fork)
+
+
+def _after_fork() -> None:
+    for recording in _ACTIVE:
+        recording.forked()
 
 
 def _value_text(value: Any) -> str:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 
+from ._format import BATCH_OP
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._comparing import Divergence
     from ._format import AlertEvent, OpEvent, ScopeEvent
 
 __all__ = ["alert_line", "report", "short_location"]
+
+#: Differing inputs described one by one; the rest are counted.
+SHOWN_INPUTS = 3
+#: Inputs and outputs listed per run in a report; the rest are counted.
+SHOWN_VALUES = 8
 
 _WHY = {
     "nondeterministic-op": "the op received identical inputs and returned different outputs: "
@@ -48,13 +55,19 @@ def report(divergence: Divergence, depths: tuple[int, int]) -> str:
     where = divergence.module or "no module"
     if divergence.phase is not None:
         where += f", {divergence.phase}"
-    lines = [
+    lines = _setting_lines(divergence)
+    lines += [
         f"first divergence at op #{divergence.index}: {divergence.op} ({divergence.kind})",
         f"  module:   {where}",
         f"  location: {short_location(divergence.location)}",
     ]
     event_a, event_b = divergence.events
     lines.append(f"  why:      {_WHY[divergence.kind]}")
+    if divergence.confirmed_at is not None and divergence.confirmed_at != divergence.index:
+        lines.append(
+            f"  matters:  op #{divergence.confirmed_at} read this op's differing output, "
+            "and its own output differs"
+        )
     detail = {
         "nondeterministic-op": _nondeterministic_op,
         "rng-state": _rng_state,
@@ -73,22 +86,48 @@ def report(divergence: Divergence, depths: tuple[int, int]) -> str:
     return "\n".join(lines)
 
 
+def _setting_lines(divergence: Divergence) -> list[str]:
+    """What differs before any op: the program (argv) and the environment."""
+    lines = []
+    if divergence.argv is not None:
+        lines.append("the runs ran different programs: their command lines differ")
+        lines.append(f"  run 1: {' '.join(divergence.argv[0])}")
+        lines.append(f"  run 2: {' '.join(divergence.argv[1])}")
+    if divergence.environment:
+        lines.append("the runs ran in different environments:")
+        lines += [
+            f"  {name}: {value_a!r} (run 1), {value_b!r} (run 2)"
+            for name, value_a, value_b in divergence.environment
+        ]
+    return lines
+
+
+def threads_differ(divergence: Divergence) -> list[str]:
+    """The thread settings that differ between the runs, by name."""
+    names = ("threads", "interop threads", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    return [name for name, _, _ in divergence.environment if name in names]
+
+
 def alert_line(alert: AlertEvent) -> str:
     """One line of the alert list: op, location and torch's message."""
     return f"  - {alert.op} at {short_location(alert.location)}: {alert.message}"
 
 
 def _event_lines(event: OpEvent) -> list[str]:
-    lines = []
+    lines: list[str] = []
     if event.args not in ("()", ""):
         lines.append(f"    arguments: {event.args}")
-    for number, record in enumerate(event.inputs):
+    for number, record in enumerate(event.inputs[:SHOWN_VALUES]):
         lines.append(f"    input {number}:  {record}")
+    if len(event.inputs) > SHOWN_VALUES:
+        lines.append(f"    ... {len(event.inputs) - SHOWN_VALUES} more inputs")
     if event.rng is not None:
         rng = event.rng
         lines.append(f"    generator: {rng.generator}, seed {rng.initial_seed}, state {rng.state.hex()[:12]}")
-    for number, record in enumerate(event.outputs):
+    for number, record in enumerate(event.outputs[:SHOWN_VALUES]):
         lines.append(f"    output {number}: {record}")
+    if len(event.outputs) > SHOWN_VALUES:
+        lines.append(f"    ... {len(event.outputs) - SHOWN_VALUES} more outputs")
     return lines
 
 
@@ -110,6 +149,14 @@ def _nondeterministic_op(divergence: Divergence, depths: tuple[int, int]) -> lis
     namespace = divergence.op.split("::", 1)[0]
     alerts = [alert for alert in divergence.alerts if alert.op == divergence.op]
     lines = []
+    threads = threads_differ(divergence)
+    if threads:
+        return [
+            f"cause:    likely the thread count: {', '.join(threads)} differ between the runs, and CPU "
+            "kernels split reductions by thread, so the same inputs give different roundings",
+            "fix:      run with the same thread count (torch.set_num_threads, OMP_NUM_THREADS); "
+            "deterministic_algorithms=True does not make results independent of the thread count",
+        ]
     if alerts:
         lines.append(f"torch:    {alerts[0].message} (its warn_only alert)")
     elif namespace != "aten":
@@ -200,15 +247,23 @@ def _rng_state(divergence: Divergence, depths: tuple[int, int]) -> list[str]:
 def _external_input(divergence: Divergence, depths: tuple[int, int]) -> list[str]:
     event_a, event_b = divergence.events
     assert event_a is not None and event_b is not None
+    if event_a.op == BATCH_OP:
+        return _worker_batch(event_a, event_b)
     lines = []
     if event_a.args != event_b.args:
         lines.append(
             "what:     the non-tensor arguments differ (a Python value computed outside torch: time, "
             "os.urandom, an unseeded RNG, dict or set order)"
         )
-    for number, (x, y) in enumerate(zip(event_a.inputs, event_b.inputs, strict=False)):
-        if x.same_value(y):
-            continue
+    differing = [
+        (number, x, y)
+        for number, (x, y) in enumerate(zip(event_a.inputs, event_b.inputs, strict=False))
+        if not x.same_value(y)
+    ]
+    for shown, (number, x, y) in enumerate(differing):
+        if shown == SHOWN_INPUTS:
+            lines.append(f"what:     and {len(differing) - shown} more inputs differ")
+            break
         lines.append(f"what:     input {number} differs: {x} (run 1), {y} (run 2)")
         if x.changed or y.changed:
             lines.append(
@@ -235,6 +290,23 @@ def _external_input(divergence: Divergence, depths: tuple[int, int]) -> list[str
     return lines
 
 
+def _worker_batch(event_a: OpEvent, event_b: OpEvent) -> list[str]:
+    differing = [
+        number
+        for number, (x, y) in enumerate(zip(event_a.outputs, event_b.outputs, strict=False))
+        if not x.same_value(y)
+    ]
+    return [
+        f"what:     the batch the DataLoader handed to this line came from DataLoader {event_a.args}, "
+        f"and its tensor(s) {', '.join(map(str, differing)) or '(count)'} differ between the runs",
+        "entered:  in the worker process, whose ops are not traced (it is another process)",
+        "find:     to see the line inside the worker, trace it in the main process: run with "
+        "num_workers=0 under check --trace; the worker's dataset code then runs here, traced",
+        "fix:      make the dataset reproducible per sample: wrap it in deterministic.SeededDataset(dataset, "
+        "seed), or seed each worker from the loader (deterministic's worker_init_fn / seeded loaders)",
+    ]
+
+
 def _control_flow(divergence: Divergence, depths: tuple[int, int]) -> list[str]:
     lines = []
     for run, event, complete in zip((1, 2), divergence.events, divergence.complete, strict=True):
@@ -246,6 +318,8 @@ def _control_flow(divergence: Divergence, depths: tuple[int, int]) -> list[str]:
             if event.phase is not None:
                 where += f", {event.phase}"
             lines.append(f"run {run}:    {event.op} ({where}) at {short_location(event.location)}")
+    if divergence.argv is not None and divergence.index == 0:
+        lines.append("cause:    the traces are of different programs (see their command lines above)")
     lines.append(
         "fix:      find the branch or loop bound that differs: a condition on time, os.urandom, an "
         "unseeded RNG, set or dict order, or a file's contents"
