@@ -1,12 +1,13 @@
-"""What tracing costs: a small CNN's training step on CPU, traced against untraced.
+"""What tracing costs: training steps of real model families on CPU, traced against untraced.
 
-Prints the ratio of median step times (traced / untraced, measured in alternating
-rounds in one process), the trace's bytes per recorded op, and the resident memory
-of a long traced run sampled along the way (flat means the recorder keeps nothing
-per op in memory).
+For each workload it prints the ratio of median step times (traced / untraced, measured
+in alternating rounds in one process, one thread), the ops per step and the trace's
+bytes per op. Then: the cost of a DataLoader with two workers (the main process traced),
+the speed of comparing two long traces, and the resident memory of a long traced run
+(flat means the recorder keeps nothing per op in memory).
 
-    python benchmarks/trace.py            # 10,000-step memory run
-    python benchmarks/trace.py --quick    # CI smoke run: fewer steps
+    python benchmarks/trace.py            # all rows, 10,000-step memory run
+    python benchmarks/trace.py --quick    # CI smoke run: fewer steps and ops
 """
 
 import argparse
@@ -24,7 +25,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from deterministic import deterministic, trace
+from deterministic import deterministic, first_divergence, trace
 
 
 def _malloc_trim():
@@ -108,14 +109,141 @@ def memory(step, path, steps):
     )
 
 
+def transformers_models():
+    """The GPT-2 tiny, resnet18 and vit_tiny workloads (random init from configs, no downloads)."""
+    import transformers
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        ResNetConfig,
+        ResNetForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+    )
+
+    transformers.logging.set_verbosity_error()
+
+    def gpt2():
+        config = GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=1000, n_positions=64)
+        model = GPT2LMHeadModel(config)
+        tokens = torch.randint(0, 1000, (8, 64))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        return lambda: train(model, optimizer, input_ids=tokens, labels=tokens)
+
+    def resnet18():
+        config = ResNetConfig(
+            layer_type="basic", depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], embedding_size=64
+        )
+        model = ResNetForImageClassification(config)
+        images, labels = torch.randn(16, 3, 64, 64), torch.randint(0, 2, (16,))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        return lambda: train(model, optimizer, pixel_values=images, labels=labels)
+
+    def vit_tiny():
+        config = ViTConfig(
+            image_size=64,
+            patch_size=16,
+            hidden_size=192,
+            num_hidden_layers=12,
+            num_attention_heads=3,
+            intermediate_size=768,
+            num_labels=10,
+        )
+        model = ViTForImageClassification(config)
+        images, labels = torch.randn(16, 3, 64, 64), torch.randint(0, 10, (16,))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        return lambda: train(model, optimizer, pixel_values=images, labels=labels)
+
+    return [
+        ("GPT-2 tiny (2 layers, d=128, 8x64 tokens)", gpt2),
+        ("resnet18 at 64 px, batch 16", resnet18),
+        ("vit_tiny at 64 px, batch 16", vit_tiny),
+    ]
+
+
+def train(model, optimizer, **batch):
+    loss = model(**batch).loss
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+class Augmented(torch.utils.data.Dataset):
+    """Images made and augmented with torch ops in the workers."""
+
+    def __len__(self):
+        return 256
+
+    def __getitem__(self, index):
+        image = torch.rand(3, 32, 32)
+        if torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return image + 0.01 * torch.randn(3, 32, 32), index % 10
+
+
+def loader_epochs(path, rounds):
+    """Median time of an epoch of a 2-worker loader (8 batches), untraced and traced.
+
+    The loop consumes each batch with one op, so the row measures what the loader's
+    batches cost the recorder, not the model's ops.
+    """
+    loader = torch.utils.data.DataLoader(Augmented(), batch_size=32, num_workers=2, persistent_workers=True)
+
+    def epoch():
+        for images, _ in loader:
+            images.mean()
+
+    epoch()
+    untraced, traced = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        epoch()
+        untraced.append(time.perf_counter() - start)
+        with trace(path):
+            start = time.perf_counter()
+            epoch()
+            traced.append(time.perf_counter() - start)
+    return statistics.median(untraced), statistics.median(traced)
+
+
+def comparing(directory, ops, every):
+    """Trace ``ops`` cheap ops twice and compare; return (seconds, ops per second, RSS growth).
+
+    With ``every`` = k > 0, one op in k makes a value that differs between the two traces
+    and that no later op reads (as scratch memory does): chunks are not byte-equal, so
+    they are compared op by op, yet there is no divergence.
+    """
+    paths = [os.path.join(directory, name) for name in ("a.dtrace", "b.dtrace")]
+    for run, path in enumerate(paths):
+        with deterministic(0), trace(path):
+            x = torch.zeros(4)
+            for number in range(ops):
+                if every and number % every == 0:
+                    torch.tensor([run])
+                else:
+                    x = x + 1
+    before = resident_bytes()
+    start = time.perf_counter()
+    assert first_divergence(*paths) is None
+    elapsed = time.perf_counter() - start
+    growth = resident_bytes() - before
+    for path in paths:
+        os.remove(path)
+    return elapsed, ops / elapsed, growth
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a short run for CI: figures are rough")
     parser.add_argument("--steps", type=int, default=None, help="steps of the memory run (default 10,000)")
+    parser.add_argument("--compare-ops", type=int, default=None, help="ops per trace compared (default 10^6)")
     options = parser.parse_args()
-    rounds, per_round = (5, 5) if options.quick else (15, 20)
+    rounds, per_round = (2, 1) if options.quick else (7, 5)
     long_steps = options.steps or (300 if options.quick else 10_000)
+    compare_ops = options.compare_ops or (50_000 if options.quick else 1_000_000)
     torch.set_num_threads(1)  # stable timings on a shared machine; the ratio is what matters
+    directory = tempfile.mkdtemp(prefix="trace-bench-")
+    path = os.path.join(directory, "bench.dtrace")
 
     with deterministic(0):
         model = make_model()
@@ -129,17 +257,38 @@ def main():
             loss.backward()
             optimizer.step()
 
-        for _ in range(5):
-            step()
-        directory = tempfile.mkdtemp(prefix="trace-bench-")
-        path = os.path.join(directory, "bench.dtrace")
-        (base, traced, rehashed), ops, per_op = timings(step, path, rounds, per_round)
-        print(f"training step, small CNN, batch 32x3x32x32, CPU, 1 thread ({rounds}x{per_round} steps each)")
-        print(f"  untraced median  {base * 1e3:8.3f} ms")
-        print(f"  traced median    {traced * 1e3:8.3f} ms   ratio {traced / base:.2f}x")
-        print(f"  rehash=True      {rehashed * 1e3:8.3f} ms   ratio {rehashed / base:.2f}x")
-        print(f"  ops per step     {ops}")
-        print(f"  trace size       {per_op:.1f} bytes per op")
+        workloads = [("small CNN, batch 32x3x32x32", lambda: step)]
+        try:
+            workloads += transformers_models()
+        except ImportError:
+            print("transformers is not installed: the GPT-2, resnet18 and vit rows are skipped")
+        print(f"training steps on CPU, 1 thread, {rounds} rounds of {per_round} steps each, medians")
+        columns = ("untraced", "traced", "ratio", "rehash", "ops", "B/op")
+        print(f"{'workload':44s} " + " ".join(f"{column:>10s}" for column in columns))
+        for name, make in workloads:
+            run = make()
+            for _ in range(2):
+                run()
+            (base, traced, rehashed), ops, per_op = timings(run, path, rounds, per_round)
+            print(
+                f"{name:44s} {base * 1e3:8.1f}ms {traced * 1e3:8.1f}ms {traced / base:6.2f}x "
+                f"{rehashed / base:6.2f}x {ops:6d} {per_op:6.1f}"
+            )
+        base, traced = loader_epochs(path, rounds=2 if options.quick else 5)
+        print(
+            f"{'DataLoader, 2 workers, 8 batches of 32':44s} {base * 1e3:8.1f}ms {traced * 1e3:8.1f}ms "
+            f"{traced / base:6.2f}x   (an epoch; the main process traced)"
+        )
+        for every, what in (
+            (0, "equal traces"),
+            (32, "traces where 1 op in 32 differs, unread"),
+            (2, "traces where every other op differs, unread"),
+        ):
+            elapsed, rate, growth = comparing(directory, compare_ops, every)
+            print(
+                f"comparing two {what} of {compare_ops} ops: {elapsed:.2f} s, {rate / 1e3:.0f}k ops/s, "
+                f"resident growth {growth / 2**20:.1f} MiB"
+            )
         memory(step, path, long_steps)
         os.remove(path)
         os.rmdir(directory)

@@ -424,7 +424,7 @@ def _check_crashed_traces(
     explains it (a NaN guard that fires in one run only, say).
     """
     from ._runner import TRACE_VARIABLE  # noqa: PLC0415 - only check --trace needs it
-    from ._trace import first_divergence  # noqa: PLC0415
+    from ._trace._comparing import compare  # noqa: PLC0415
 
     if run == 0:  # the first run failed: a second one, to compare with
         result = subprocess.run(
@@ -436,11 +436,18 @@ def _check_crashed_traces(
     else:
         other = run
     try:
-        divergence = first_divergence(traces[0], traces[other])
+        divergence, unread = compare(traces[0], traces[other])
     except (OSError, ValueError) as error:
         print(f"the traces cannot be compared: {error}")
         return 1
-    if divergence is None:
+    if divergence is None and unread is not None:
+        print(
+            f"run {run + 1} exited with status {status}; the traces match at every value a later op read, "
+            f"but op #{unread.index} produced values that differ (their readers gave equal results, "
+            "NaN in both runs say):"
+        )
+        print(unread)
+    elif divergence is None:
         print(
             f"run {run + 1} exited with status {status}, and the traces match up to where it stopped: "
             "the failure did not come from a torch op's values"

@@ -76,8 +76,9 @@ def rrelu_step() -> None:
 
 def vmap_step() -> None:
     x = torch.randn(6, 5)
-    noisy = torch.func.vmap(lambda row: row + torch.rand(()), randomness="different")(x)
-    print(noisy.sum().item())
+    # Batched dropout expands an uninitialised scalar that bernoulli(p) then ignores.
+    dropped = torch.func.vmap(lambda row: nn.functional.dropout(row, 0.5), randomness="different")(x)
+    print(dropped.sum().item())
 
 
 def deepcopy_step() -> None:

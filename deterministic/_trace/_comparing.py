@@ -20,7 +20,20 @@ from __future__ import annotations
 import collections
 import os
 
-from ._format import BATCH_OP, HAS_ALERTS, HAS_SCOPES, AlertEvent, Chunk, OpEvent, Reader, ScopeEvent
+from ._format import (
+    BATCH_OP,
+    HAS_ALERTS,
+    HAS_ENVIRONMENT,
+    HAS_SCOPES,
+    OP,
+    AlertEvent,
+    Chunk,
+    EnvironmentEvent,
+    OpEvent,
+    Reader,
+    ScopeEvent,
+    new_table,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,7 +60,9 @@ class _Stream:
         self.last_scope: ScopeEvent | None = None
         self.scoped_chunk: Chunk | None = None  # the last skipped chunk with scope events
         self.depth = 0
+        self.environment: dict[str, Any] = reader.header.get("environment") or {}
         self._scopes: list[ScopeEvent] = []
+        self.table = new_table()
         self.alerts: dict[tuple[str, str], AlertEvent] = {}
         # generator label -> (initial seed, index of the first op that saw it)
         self.seeded: dict[str, tuple[int, int]] = {}
@@ -57,27 +72,52 @@ class _Stream:
         if chunk.flags & HAS_SCOPES:
             self.scoped_chunk = chunk
             self.last_scope = None
-        if chunk.flags & HAS_ALERTS:
+        if chunk.flags & (HAS_ALERTS | HAS_ENVIRONMENT):
             self.absorb(self.reader.parse(chunk))
         self.depth = chunk.depth  # of the next chunk's start, corrected when it is parsed
 
-    def parsed(self, chunk: Chunk) -> list[OpEvent]:
-        """Parse a chunk; absorb its scope events and alerts; return its op events."""
+    def begin(self, chunk: Chunk) -> None:
+        """Start reading a chunk record by record."""
         self.depth = chunk.depth
-        events = self.reader.parse(chunk)
+        self._scopes = []
+        self.table = new_table()
+
+    def take(self, events: list[Any]) -> list[OpEvent]:
+        """Absorb scope events, alerts and the environment; return the op events."""
         ops = []
         for event in events:
             if isinstance(event, OpEvent):
                 ops.append(event)
+            elif isinstance(event, ScopeEvent):
+                self._scopes.append(event)
             else:
                 self.absorb([event])
-        self._scopes = [event for event in events if isinstance(event, ScopeEvent)]
         return ops
+
+    def parsed(self, chunk: Chunk) -> list[OpEvent]:
+        """Parse a chunk; absorb its scope events and alerts; return its op events."""
+        self.begin(chunk)
+        return self.take(self.reader.parse(chunk))
+
+    def segment(self, chunk: Chunk, number: int) -> list[OpEvent]:
+        """Parse op ``number`` of a chunk begun with :meth:`begin`, with the records before it."""
+        boundaries = chunk.boundaries
+        start, end = boundaries[number], boundaries[number + 1]
+        return self.take(self.reader.parse_records(chunk, start, end, self.table, chunk.first + number))
+
+    def tail(self, chunk: Chunk) -> None:
+        """Parse the records after a chunk's last op (scope exits, the end, the environment)."""
+        start = chunk.boundaries[-1]
+        self.take(
+            self.reader.parse_records(chunk, start, chunk.records_end, self.table, chunk.first + chunk.ops)
+        )
 
     def absorb(self, events: list[Any]) -> None:
         for event in events:
             if isinstance(event, AlertEvent):
                 self.alerts.setdefault((event.op, event.location), event)
+            elif isinstance(event, EnvironmentEvent):
+                self.environment = event.facts
 
     def context(self, chunk: Chunk | None, index: int) -> None:
         """Set ``last_scope`` and ``depth`` to what they were just before op ``index``."""
@@ -102,10 +142,15 @@ class _Stream:
                 self.seeded.clear()
             self.seeded[rng.generator] = (rng.initial_seed, event.index)
 
-    def drain(self) -> None:
-        """Read the rest of the file, for its alerts (only chunks that hold some are parsed)."""
+    def drain(self, current: Chunk | None) -> None:
+        """Read the rest of the file from the current chunk on, for its alerts and environment.
+
+        Only chunks that hold some are parsed.
+        """
+        if current is not None and current.flags & (HAS_ALERTS | HAS_ENVIRONMENT):
+            self.absorb(self.reader.parse(current))
         for chunk in self.chunks:
-            if chunk.flags & HAS_ALERTS:
+            if chunk.flags & (HAS_ALERTS | HAS_ENVIRONMENT):
                 self.absorb(self.reader.parse(chunk))
 
 
@@ -234,11 +279,9 @@ def _python_visible(a: OpEvent, b: OpEvent) -> bool:
 
 
 def environment_difference(
-    header_a: dict[str, Any], header_b: dict[str, Any]
+    facts_a: dict[str, Any], facts_b: dict[str, Any]
 ) -> tuple[tuple[str, Any, Any], ...]:
     """What differs between two runs' recorded environments, as ``(name, run 1, run 2)``."""
-    facts_a = header_a.get("environment") or {}
-    facts_b = header_b.get("environment") or {}
     found = []
     for name in sorted(set(facts_a) | set(facts_b)):
         value_a, value_b = facts_a.get(name), facts_b.get(name)
@@ -281,6 +324,11 @@ class _Comparison:
                     a.skip(chunk_a)
                     b.skip(chunk_b)
                     continue
+                if chunk_a is not None and chunk_b is not None and chunk_a.ops == chunk_b.ops:
+                    found = self._walk(chunk_a, chunk_b)
+                    if found is not None:
+                        return found, None
+                    continue
                 if chunk_a is not None:
                     ops_a.extend(a.parsed(chunk_a))
                 if chunk_b is not None:
@@ -307,6 +355,40 @@ class _Comparison:
             found = self.step(ops_a.popleft(), ops_b.popleft())
             if found is not None:
                 return found, None
+
+    def _walk(self, chunk_a: Chunk, chunk_b: Chunk) -> Divergence | None:
+        """Compare two chunks of equal length op by op, parsing only the ops whose bytes differ.
+
+        An op's segment (the records since the previous op, then its own) with equal bytes
+        in both runs holds the same call, as long as the two string tables have stayed in
+        step: they do until two differing segments define different strings.
+        """
+        a, b = self.a, self.b
+        a.begin(chunk_a)
+        b.begin(chunk_b)
+        self.chunk_pair = (chunk_a, chunk_b)
+        payload_a, payload_b = chunk_a.payload, chunk_b.payload
+        bounds_a, bounds_b = chunk_a.boundaries, chunk_b.boundaries
+        in_step = True
+        for number in range(chunk_a.ops):
+            segment_a = payload_a[bounds_a[number] : bounds_a[number + 1]]
+            segment_b = payload_b[bounds_b[number] : bounds_b[number + 1]]
+            if in_step and segment_a == segment_b:
+                if segment_a[0] != OP:  # strings or events before the op: keep both tables current
+                    a.segment(chunk_a, number)
+                    b.segment(chunk_b, number)
+                continue
+            (event_a,) = a.segment(chunk_a, number)
+            prefix_a = segment_a[: a.reader.last_op_start - bounds_a[number]]
+            (event_b,) = b.segment(chunk_b, number)
+            prefix_b = segment_b[: b.reader.last_op_start - bounds_b[number]]
+            in_step = in_step and prefix_a == prefix_b
+            found = self.step(event_a, event_b)
+            if found is not None:
+                return found
+        a.tail(chunk_a)
+        b.tail(chunk_b)
+        return None
 
     def step(  # noqa: PLR0911, PLR0912 - one branch per way a pair of calls can differ
         self, event_a: OpEvent | None, event_b: OpEvent | None
@@ -383,8 +465,8 @@ class _Comparison:
         scopes = (self.a.last_scope, self.b.last_scope)
         depths = (self.a.depth, self.b.depth)
         if drain:
-            self.a.drain()
-            self.b.drain()
+            self.a.drain(self.chunk_pair[0])
+            self.b.drain(self.chunk_pair[1])
         header_a, header_b = self.readers[0].header, self.readers[1].header
         argv = None
         if header_a.get("argv") != header_b.get("argv"):
@@ -399,7 +481,7 @@ class _Comparison:
             alerts=tuple({**self.a.alerts, **self.b.alerts}.values()),
             seeded=seeded,
             complete=(self.readers[0].complete, self.readers[1].complete),
-            environment=environment_difference(header_a, header_b),
+            environment=environment_difference(self.a.environment, self.b.environment),
             argv=argv,
             confirmed_at=confirmed_at,
         )
@@ -462,5 +544,5 @@ def alerts_of(path: str | os.PathLike[str]) -> tuple[AlertEvent, ...]:
     """
     with Reader(path) as reader:
         stream = _Stream(reader)
-        stream.drain()
+        stream.drain(None)
         return tuple(stream.alerts.values())

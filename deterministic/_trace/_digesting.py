@@ -226,13 +226,15 @@ class DigestCache:
     LIMIT = 1 << 14
 
     def __init__(self) -> None:
-        # id(tensor) -> (weak reference, version, data pointer, storage key, digest, producer)
-        self._entries: dict[int, tuple[Any, int, int, tuple[Any, int], bytes | None, int | None]] = {}
-        self._by_storage: dict[tuple[Any, int], list[int]] = {}
+        # id(tensor) -> (weak reference, version, data pointer, storage address, digest,
+        # producer, description). Storages are told apart by address alone: host and
+        # device memory share one virtual address space.
+        self.entries: dict[int, tuple[Any, int, int, int, bytes | None, int | None, str | None]] = {}
+        self._by_storage: dict[int, list[int]] = {}
         self._stores = 0  # since the last sweep: bounds the storage lists' stale keys too
 
     def _valid(self, tensor: Any) -> tuple[Any, ...] | None:
-        entry = self._entries.get(id(tensor))
+        entry = self.entries.get(id(tensor))
         if entry is None or entry[0]() is not tensor:
             return None
         try:
@@ -247,13 +249,16 @@ class DigestCache:
         entry = self._valid(tensor)
         return None if entry is None else entry[5]
 
-    def read(self, tensor: Any, rehash: bool = False) -> tuple[bytes | None, int | None, bool]:
+    def read(
+        self, tensor: Any, rehash: bool = False, description: str | None = None
+    ) -> tuple[bytes | None, int | None, bool]:
         """Return (digest, producer, changed) of a tensor an op consumes.
 
         Args:
             tensor: The tensor.
             rehash: Hash it even when the cached digest is valid, and report in
                 ``changed`` whether its bytes differ from it (a write outside torch ops).
+            description: Its description, kept with the digest.
         """
         entry = self._valid(tensor)
         if entry is not None and entry[4] is not None and not rehash:
@@ -262,49 +267,51 @@ class DigestCache:
         producer = None if entry is None else entry[5]
         changed = entry is not None and entry[4] is not None and digest != entry[4]
         if digest is not None:
-            self.store(tensor, digest, producer)
+            self.store(tensor, digest, producer, description)
         return digest, producer, changed
 
     def digest(self, tensor: Any) -> bytes | None:
         """Return :func:`digest_tensor` of ``tensor``, from the cache when still valid."""
         return self.read(tensor)[0]
 
-    def store(self, tensor: Any, digest: bytes | None, producer: int | None) -> None:
-        """Remember ``tensor``'s digest (``None``: hash it when read) and producing op."""
+    def store(
+        self, tensor: Any, digest: bytes | None, producer: int | None, description: str | None = None
+    ) -> None:
+        """Remember ``tensor``'s digest (``None``: hash it when read), producing op and description."""
         try:
             version = tensor._version
             pointer = tensor.data_ptr()
-            storage = (tensor.device, tensor.untyped_storage().data_ptr())
+            storage = tensor.untyped_storage().data_ptr()
             reference = weakref.ref(tensor)
         except Exception:  # noqa: BLE001 - inference tensors, sparse, storage-less subclasses
             return
         self._stores += 1
-        if len(self._entries) >= self.LIMIT or self._stores >= 4 * self.LIMIT:
+        if len(self.entries) >= self.LIMIT or self._stores >= 4 * self.LIMIT:
             self._sweep()
         key = id(tensor)
-        self._entries[key] = (reference, version, pointer, storage, digest, producer)
+        self.entries[key] = (reference, version, pointer, storage, digest, producer, description)
         self._by_storage.setdefault(storage, []).append(key)
 
     def written(self, tensor: Any) -> None:
         """Forget every entry of memory in ``tensor``'s storage (a traced op wrote to it)."""
         try:
-            storage = (tensor.device, tensor.untyped_storage().data_ptr())
+            storage = tensor.untyped_storage().data_ptr()
         except Exception:  # noqa: BLE001 - storage-less: never cached
             return
         keys = self._by_storage.pop(storage, None)
         if keys:
-            entries = self._entries
+            entries = self.entries
             for key in keys:
                 entries.pop(key, None)
 
     def _sweep(self) -> None:
         """Drop the entries of dead tensors; drop everything if most are still alive."""
         self._stores = 0
-        alive = {key: entry for key, entry in list(self._entries.items()) if entry[0]() is not None}
+        alive = {key: entry for key, entry in list(self.entries.items()) if entry[0]() is not None}
         if len(alive) >= self.LIMIT // 2:
             alive = {}
-        self._entries = alive
-        by_storage: dict[tuple[Any, int], list[int]] = {}
+        self.entries = alive
+        by_storage: dict[int, list[int]] = {}
         for key, entry in alive.items():
             by_storage.setdefault(entry[3], []).append(key)
         self._by_storage = by_storage

@@ -3,9 +3,13 @@
 A file starts with ``DTRACE2`` and a JSON header line (the run's argv and environment),
 then chunks. A chunk is a fixed header (``CHUNK_MARK``, payload length, CRC-32 of the
 payload, how many op records it holds, flags, and the scope depth at its start) and a
-payload of records. The writer cuts a chunk every :data:`CHUNK_OPS` operator calls, so
+payload of records followed by the segment boundaries (``ops + 1`` little-endian u32:
+where each op's *segment* starts — the records since the previous op record ended, then
+the op record — and where the last op record ended). The writer cuts a chunk every
+:data:`CHUNK_OPS` operator calls, so
 two runs that record the same calls write byte-identical chunks at the same places:
-the comparison skips equal chunks without parsing them. Each chunk starts with an empty
+the comparison skips equal chunks without parsing them, and within chunks that differ,
+compares op segments as bytes and parses only those that differ. Each chunk starts with an empty
 string table, so any chunk can be read on its own. A chunk whose checksum fails, bytes
 after the final chunk, or a record that does not parse make the file corrupt; a chunk
 cut off by the end of the file is a run killed while writing, and reading stops there.
@@ -25,6 +29,8 @@ Records, each a type byte and its fields; numbers are unsigned LEB128 varints, d
   is 0, or 1 followed by ``generator_slot initial_seed state_digest``.
 - ``SCOPE kind seed location``: a scope entry (1) or exit (2).
 - ``ALERT op location message``: an op torch flagged as nondeterministic.
+- ``ENVIRONMENT length json``: the environment (as in the header) when the trace
+  stopped, if it changed while tracing (the program set its thread count, say).
 - ``END ops``: the block ended normally after ``ops`` operator calls (in the final chunk).
 
 Slot 0 stands for "none" wherever a string is optional.
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlertEvent",
+    "EnvironmentEvent",
     "OpEvent",
     "Reader",
     "RngRecord",
@@ -62,9 +69,9 @@ CHUNK_OPS = 4096
 CHUNK_MARK = 0xC5
 #: mark, payload length, CRC-32, op records, flags, scope depth at the chunk's start.
 CHUNK_HEADER = struct.Struct("<BIIIBi")
-HAS_ALERTS, HAS_SCOPES, FINAL = 1, 2, 4
+HAS_ALERTS, HAS_SCOPES, FINAL, HAS_ENVIRONMENT = 1, 2, 4, 8
 
-STRING, RESET, OP, SCOPE, ALERT, END = 1, 2, 3, 4, 5, 6
+STRING, RESET, OP, SCOPE, ALERT, END, ENVIRONMENT = 1, 2, 3, 4, 5, 6, 7
 FRESH, NO_DIGEST, CHANGED = 1, 2, 4
 TAG_SHIFT = 3
 PHASES = (None, "forward", "backward")
@@ -239,6 +246,19 @@ class ScopeEvent:
         return f"<ScopeEvent {self.kind} seed={self.seed} at {self.location}>"
 
 
+class EnvironmentEvent:
+    """The environment when the trace stopped, recorded only when it changed while tracing.
+
+    Attributes:
+        facts: As the header's ``environment``.
+    """
+
+    __slots__ = ("facts",)
+
+    def __init__(self, facts: dict[str, Any]) -> None:
+        self.facts = facts
+
+
 class AlertEvent:
     """An op torch flagged as nondeterministic on this device (its ``warn_only`` alert).
 
@@ -261,6 +281,11 @@ class AlertEvent:
         return f"<AlertEvent {self.op} at {self.location}>"
 
 
+def new_table() -> list[str | None]:
+    """An empty string table."""
+    return [None] * TABLE_SLOTS
+
+
 def corrupt(path: str, what: str, position: int) -> ValueError:
     """The error for a damaged trace file, naming the damage and its byte offset."""
     return ValueError(f"{path} is corrupt: {what} at byte {position}")
@@ -280,7 +305,12 @@ class Writer:
         self._file: BinaryIO | None = file
         file.write(MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n")
         self._buffer = bytearray()
+        # Where each op's segment starts in the payload, and where the last op record ended.
+        self._boundaries: list[int] = []
+        self._segment = 0
         self._slots: dict[str, int] = {}
+        self._refs: dict[str, bytes] = {}  # encoded slots, for op records
+        self._tags: dict[str, list[bytes]] = {}  # encoded tags of descriptions, by flags
         self.ops = 0
         self._chunk_ops = 0
         self._flags = 0
@@ -307,10 +337,8 @@ class Writer:
         The table is cleared first when it could fill up midway, so that the slots
         returned together stay valid for the record they go into.
         """
+        self.reserve(len(texts))
         table = self._slots
-        if len(table) + len(texts) >= TABLE_SLOTS:
-            table.clear()
-            self._buffer.append(RESET)
         result = []
         for text in texts:
             if text is None:
@@ -318,18 +346,53 @@ class Writer:
                 continue
             slot = table.get(text)
             if slot is None:
-                slot = len(table) + 1
-                table[text] = slot
-                data = text.encode("utf-8", "surrogatepass")
-                self._buffer += _SMALL[STRING] + varint(slot) + varint(len(data)) + data
+                slot = self._define(text)
             result.append(slot)
         return result
+
+    def reserve(self, count: int) -> None:
+        """Clear the table now if ``count`` new strings could overflow it midway through a record."""
+        if len(self._slots) + count >= TABLE_SLOTS:
+            self._clear_table()
+            self._buffer.append(RESET)
+
+    def ref(self, text: str) -> bytes:
+        """Return the encoded slot of ``text``, defining it if new (call :meth:`reserve` first)."""
+        encoded = self._refs.get(text)
+        if encoded is None:
+            encoded = self._refs[text] = varint(self._define(text))
+        return encoded
+
+    def tags(self, text: str) -> list[bytes]:
+        """Return the encoded tags of a description, one per flag combination (see :meth:`ref`)."""
+        encoded = self._tags.get(text)
+        if encoded is None:
+            slot = self._slots.get(text) or self._define(text)
+            encoded = self._tags[text] = [
+                varint(slot << TAG_SHIFT | flags) for flags in range(1 << TAG_SHIFT)
+            ]
+        return encoded
+
+    def _define(self, text: str) -> int:
+        slot = len(self._slots) + 1
+        self._slots[text] = slot
+        data = text.encode("utf-8", "surrogatepass")
+        self._buffer += _SMALL[STRING] + varint(slot) + varint(len(data)) + data
+        return slot
+
+    def _clear_table(self) -> None:
+        self._slots.clear()
+        self._refs.clear()
+        self._tags.clear()
 
     def op(self, fields: bytes | bytearray) -> None:
         """Append an operator call's fields (everything after the type byte)."""
         buffer = self._buffer
+        # The op's segment: the records written since the previous op record ended, and this one.
+        self._boundaries.append(self._segment)
         buffer.append(OP)
         buffer += fields
+        self._segment = len(buffer)
         self.ops += 1
         self._chunk_ops += 1
         self.end_op()
@@ -370,21 +433,34 @@ class Writer:
         payload = self._buffer
         if self._file is None or (not payload and not final):
             return
+        boundaries = [*self._boundaries, self._segment]
+        payload += struct.pack(f"<{len(boundaries)}I", *boundaries)
         flags = self._flags | (FINAL if final else 0)
         header = CHUNK_HEADER.pack(
             CHUNK_MARK, len(payload), zlib.crc32(payload), self._chunk_ops, flags, self._chunk_depth
         )
         self._file.write(header + payload)
         self._buffer = bytearray()
-        self._slots.clear()
+        self._boundaries = []
+        self._segment = 0
+        self._clear_table()
         self._chunk_ops = 0
         self._flags = 0
         self._chunk_depth = self._depth
 
-    def close(self, complete: bool) -> None:
-        """Write the last chunk and close; ``complete`` marks the block as having ended normally."""
+    def close(self, complete: bool, environment: dict[str, Any] | None = None) -> None:
+        """Write the last chunk and close.
+
+        Args:
+            complete: Whether the block ended normally (an end record is written).
+            environment: The environment at the end, when it differs from the header's.
+        """
         try:
             self.end_op()
+            if environment is not None and self._file is not None:
+                data = json.dumps(environment, sort_keys=True).encode()
+                self._buffer += _SMALL[ENVIRONMENT] + varint(len(data)) + data
+                self._flags |= HAS_ENVIRONMENT
             if complete:
                 self._buffer += _SMALL[END] + varint(self.ops)
             self.cut(final=complete)
@@ -409,12 +485,21 @@ class Chunk:
         flags: ``HAS_ALERTS | HAS_SCOPES | FINAL`` bits.
         depth: How many scopes were open when it started.
         first: The index of its first op record.
+        boundaries: Where each op's segment starts, then where the last op record ends.
+        records_end: Where its records end (the boundaries follow).
     """
 
-    __slots__ = ("depth", "first", "flags", "offset", "ops", "payload")
+    __slots__ = ("boundaries", "depth", "first", "flags", "offset", "ops", "payload", "records_end")
 
     def __init__(  # noqa: PLR0917 - the header's fields
-        self, offset: int, payload: bytes, ops: int, flags: int, depth: int, first: int
+        self,
+        offset: int,
+        payload: bytes,
+        ops: int,
+        flags: int,
+        depth: int,
+        first: int,
+        boundaries: tuple[int, ...],
     ) -> None:
         self.offset = offset
         self.payload = payload
@@ -422,6 +507,8 @@ class Chunk:
         self.flags = flags
         self.depth = depth
         self.first = first
+        self.boundaries = boundaries
+        self.records_end = len(payload) - 4 * (ops + 1)
 
 
 class Reader:
@@ -446,6 +533,7 @@ class Reader:
         """
         self.path = os.fspath(path)
         self.complete = False
+        self.last_op_start = 0  # where the last op record parse_records read starts
         with open(self.path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
             if size < len(MAGIC):
@@ -514,13 +602,19 @@ class Reader:
             payload = data[start : start + length]
             if zlib.crc32(payload) != checksum:
                 raise corrupt(self.path, "a chunk that fails its checksum", position)
-            yield Chunk(position, payload, ops, flags, depth, first)
+            trailer = 4 * (ops + 1)
+            if trailer > length:
+                raise corrupt(self.path, "a chunk too short for its op count", position)
+            boundaries = struct.unpack_from(f"<{ops + 1}I", payload, length - trailer)
+            if boundaries[-1] > length - trailer or list(boundaries) != sorted(boundaries):
+                raise corrupt(self.path, "a chunk whose boundaries are out of order", position)
+            yield Chunk(position, payload, ops, flags, depth, first, boundaries)
             first += ops
             if flags & FINAL:
                 self.complete = True
             position = start + length
 
-    def events(self) -> Iterator[OpEvent | ScopeEvent | AlertEvent]:
+    def events(self) -> Iterator[OpEvent | ScopeEvent | AlertEvent | EnvironmentEvent]:
         """Yield every event of the file in order.
 
         Yields:
@@ -532,7 +626,7 @@ class Reader:
         for chunk in self.chunks():
             yield from self.parse(chunk)
 
-    def parse(self, chunk: Chunk) -> list[OpEvent | ScopeEvent | AlertEvent]:  # noqa: PLR0912, PLR0915
+    def parse(self, chunk: Chunk) -> list[OpEvent | ScopeEvent | AlertEvent | EnvironmentEvent]:
         """Return the events of one chunk.
 
         Args:
@@ -544,12 +638,36 @@ class Reader:
         Raises:
             ValueError: If a record does not parse.
         """
+        return self.parse_records(chunk, 0, chunk.records_end, new_table(), chunk.first)
+
+    def parse_records(  # noqa: PLR0912, PLR0915 - one parser, every record type
+        self,
+        chunk: Chunk,
+        start: int,
+        end: int,
+        table: list[str | None],
+        first: int,
+    ) -> list[OpEvent | ScopeEvent | AlertEvent | EnvironmentEvent]:
+        """Return the events of the records in ``chunk.payload[start:end]``.
+
+        Args:
+            chunk: A chunk from :meth:`chunks`.
+            start: Where the first record starts.
+            end: Where the last record ends.
+            table: The chunk's string table as it stands at ``start``; updated in place.
+            first: The index of the first op record in the range.
+
+        Returns:
+            Its operator calls, scope events and alerts, in order.
+
+        Raises:
+            ValueError: If a record does not parse.
+        """
         data = chunk.payload
-        size = len(data)
-        position = 0
-        table: list[str | None] = [None] * TABLE_SLOTS
-        ops = chunk.first
-        found: list[OpEvent | ScopeEvent | AlertEvent] = []
+        size = end
+        position = start
+        ops = first
+        found: list[OpEvent | ScopeEvent | AlertEvent | EnvironmentEvent] = []
 
         def number() -> int:
             nonlocal position
@@ -604,10 +722,10 @@ class Reader:
                 )
             return tuple(result)
 
-        start = 0
+        record = start
         try:
             while position < size:
-                start = position
+                record = position
                 kind = data[position]
                 position += 1
                 if kind == STRING:
@@ -616,8 +734,9 @@ class Reader:
                     table[slot] = data[position : position + length].decode("utf-8", "surrogatepass")
                     position += length
                 elif kind == RESET:
-                    table = [None] * TABLE_SLOTS
+                    table[:] = new_table()
                 elif kind == OP:
+                    self.last_op_start = record
                     op = text()
                     module = optional()
                     phase = PHASES[number()]
@@ -647,6 +766,10 @@ class Reader:
                     location = text()
                     message = text()
                     found.append(AlertEvent(op, location, message, max(ops - 1, 0)))
+                elif kind == ENVIRONMENT:
+                    length = number()
+                    found.append(EnvironmentEvent(json.loads(data[position : position + length])))
+                    position += length
                 elif kind == END:
                     number()
                 else:
@@ -654,11 +777,11 @@ class Reader:
             if position > size:
                 raise IndexError
         except IndexError:
-            where = chunk.offset + CHUNK_HEADER.size + start
+            where = chunk.offset + CHUNK_HEADER.size + record
             raise corrupt(self.path, "a record that runs past its chunk", where) from None
         except (ValueError, UnicodeDecodeError) as error:
-            where = chunk.offset + CHUNK_HEADER.size + start
+            where = chunk.offset + CHUNK_HEADER.size + record
             raise corrupt(self.path, str(error), where) from None
-        if ops - chunk.first != chunk.ops:
-            raise corrupt(self.path, f"a chunk of {chunk.ops} ops holding {ops - chunk.first}", chunk.offset)
+        if start == 0 and end == chunk.records_end and ops - first != chunk.ops:
+            raise corrupt(self.path, f"a chunk of {chunk.ops} ops holding {ops - first}", chunk.offset)
         return found

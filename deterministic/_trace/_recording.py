@@ -26,7 +26,9 @@ import weakref
 
 from .. import _scope
 from ._digesting import DIGEST_NAME, DigestCache, args_text, describe, digest_tensor
-from ._format import BATCH_OP, CHANGED, FRESH, NO_DIGEST, TAG_SHIFT, AlertEvent, Writer, varint
+from ._format import BATCH_OP, CHANGED, FRESH, NO_DIGEST, AlertEvent, Writer, varint
+
+_SMALL = [bytes((number,)) for number in range(128)]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ ENVIRONMENT_PREFIXES = ("MKL_", "OPENBLAS_", "ONEDNN_", "DNNL_", "KMP_")
 
 #: The key of the module label on autograd nodes.
 MODULE_KEY = "deterministic.trace.module"
+#: Locations (code object and line) whose ``file:line`` text is kept.
+PLACES_LIMIT = 1 << 14
 #: Torch's words in a deterministic-algorithms alert.
 ALERT_TEXT = "does not have a deterministic implementation"
 
@@ -87,7 +91,16 @@ _ACTIVE_LOCK = threading.Lock()
 class _OpInfo:
     """What the recorder needs to know about one operator overload, computed once."""
 
-    __slots__ = ("generator", "keywords", "name", "positional", "random", "uninitialized", "view")
+    __slots__ = (
+        "generator",
+        "keywords",
+        "name",
+        "positional",
+        "random",
+        "simple",
+        "uninitialized",
+        "view",
+    )
 
     def __init__(self, func: Any, torch: Any) -> None:
         schema = func._schema
@@ -124,6 +137,8 @@ class _OpInfo:
                 positional.append((index, role))
         self.positional = tuple(positional)
         self.keywords = tuple(keywords)
+        # Tensors all positional, read (and perhaps written in place): the fast path.
+        self.simple = not self.random and not keywords and all(role in (IN, WRITE) for _, role in positional)
 
 
 def environment(torch: Any) -> dict[str, Any]:
@@ -203,11 +218,12 @@ class Recording:
         self._off = False
         self._paused = 0
         self._worker: int | None = None
+        self._environment = environment(torch)
         header = {
             "format": 2,
             "digest": DIGEST_NAME,
             "argv": list(sys.argv),
-            "environment": environment(torch),
+            "environment": self._environment,
             "rehash": rehash,
             "pid": self._pid,
         }
@@ -217,6 +233,7 @@ class Recording:
         self._cache = DigestCache()
         self._rehash = rehash
         self._skip: dict[CodeType, bool] = {}
+        self._places: dict[tuple[CodeType, int], str] = {}
         self._modules: list[tuple[Any, str]] = []
         self._generators: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._alerted: set[tuple[str, str]] = set()
@@ -313,7 +330,12 @@ class Recording:
                 for stop in reversed(self._stoppers):
                     stop()
             finally:
-                self._writer.close(complete)
+                now: dict[str, Any] | None
+                try:
+                    now = environment(self._torch)
+                except Exception:  # noqa: BLE001 - the trace must close whatever state torch is in
+                    now = None
+                self._writer.close(complete, now if now != self._environment else None)
 
     # -- where an op runs -------------------------------------------------------------
 
@@ -329,7 +351,13 @@ class Recording:
                 if not skipped and not self._compiled_warned and self._under_compile(frame):
                     self._warn_compiled(frame)
             if not skipped:
-                return f"{code.co_filename}:{frame.f_lineno}"
+                key = (code, frame.f_lineno)
+                text = self._places.get(key)
+                if text is None:
+                    if len(self._places) >= PLACES_LIMIT:
+                        self._places.clear()
+                    text = self._places[key] = f"{code.co_filename}:{key[1]}"
+                return text
             frame = frame.f_back
         return "<outside user code>"
 
@@ -435,6 +463,11 @@ class Recording:
         if info.view:
             result = func(*args, **kwargs)
             inputs, outputs, rng = self._view(info, args, kwargs, result)
+        elif info.simple and not kwargs and not self._rehash:
+            inputs, written = self._simple_inputs(info, args)
+            rng = None
+            result = func(*args)
+            outputs = self._outputs(info, result, written)
         else:
             inputs, written, device = self._inputs(info, args, kwargs)
             rng = self._rng(info, args, kwargs, device) if info.random else None
@@ -508,7 +541,7 @@ class Recording:
             else:
                 continue
             for tensor in tensors:
-                if device is None:
+                if device is None and info.random:
                     device = tensor.device
                 if role != IN:
                     written.append(tensor)
@@ -520,8 +553,70 @@ class Recording:
                 inputs.append(self._input(tensor))
         return inputs, written, device
 
+    def _simple_inputs(
+        self, info: _OpInfo, args: tuple[Any, ...]
+    ) -> tuple[list[tuple[str, bytes | None, int, int]], list[Any]]:
+        """The inputs of a call whose tensors are all positional and read (most calls), fast.
+
+        Returns:
+            The input records and the tensors the call writes in place (they are read first).
+        """
+        inputs = []
+        written = []
+        tensor_type = self._tensor_type
+        entries = self._cache.entries
+        ops = self._writer.ops
+        count = len(args)
+        for index, role in info.positional:
+            if index >= count:
+                break
+            value = args[index]
+            if type(value) is not tensor_type and not isinstance(value, tensor_type):
+                if isinstance(value, (tuple, list)):
+                    tensors = _tensors(value, tensor_type)
+                    inputs += [self._input(tensor) for tensor in tensors]
+                    if role == WRITE:
+                        written += tensors
+                continue
+            if role == WRITE:
+                written.append(value)
+            entry = entries.get(id(value))
+            if (
+                entry is not None
+                and entry[4] is not None
+                and entry[6] is not None
+                and entry[0]() is value
+                and entry[1] == value._version
+                and entry[2] == value.data_ptr()
+            ):
+                # A value a traced op produced (or that was read before), unchanged since.
+                producer = entry[5]
+                if producer is None:
+                    inputs.append((entry[6], entry[4], FRESH, 0))
+                else:
+                    inputs.append((entry[6], entry[4], 0, ops - producer))
+            else:
+                inputs.append(self._input(value))
+        return inputs, written
+
     def _input(self, tensor: Any) -> tuple[str, bytes | None, int, int]:
-        digest, producer, changed = self._cache.read(tensor, self._rehash)
+        entry = self._cache.entries.get(id(tensor))
+        if (
+            entry is not None
+            and entry[4] is not None
+            and entry[0]() is tensor
+            and entry[1] == tensor._version
+            and entry[2] == tensor.data_ptr()
+            and not self._rehash
+        ):
+            # The common case, inlined: a value a traced op produced, unchanged since.
+            producer = entry[5]
+            description = entry[6] or describe(tensor)
+            if producer is None:
+                return (description, entry[4], FRESH, 0)
+            return (description, entry[4], 0, self._writer.ops - producer)
+        description = describe(tensor)
+        digest, producer, changed = self._cache.read(tensor, self._rehash, description)
         flags = CHANGED if changed else 0
         distance = 0
         if producer is None:
@@ -530,10 +625,10 @@ class Recording:
             distance = self._writer.ops - producer
         if digest is None:
             return (describe(tensor, "no digest"), None, flags | NO_DIGEST, distance)
-        return (describe(tensor), digest, flags, distance)
+        return (description, digest, flags, distance)
 
     def _outputs(
-        self, info: _OpInfo, result: Any, written: list[Any]
+        self, info: _OpInfo, result: Any, written: list[Any] | tuple[()]
     ) -> list[tuple[str, bytes | None, int, int]]:
         """Digest what a call produced: its results, and the tensors it wrote that it did not return."""
         cache = self._cache
@@ -557,11 +652,13 @@ class Recording:
                 outputs.append((describe(tensor, "uninitialized"), None, NO_DIGEST, 0))
                 continue
             digest = digest_tensor(tensor)
-            cache.store(tensor, digest, index)
             if digest is None:
+                cache.store(tensor, digest, index)
                 outputs.append((describe(tensor, "no digest"), None, NO_DIGEST, 0))
                 continue
-            outputs.append((describe(tensor), digest, 0, 0))
+            description = describe(tensor)
+            cache.store(tensor, digest, index, description)
+            outputs.append((description, digest, 0, 0))
         if not returned and result is not None:
             outputs.append((_value_text(result), None, NO_DIGEST, 0))
         return outputs
@@ -577,45 +674,36 @@ class Recording:
         outputs: list[tuple[str, bytes | None, int, int]],
         rng: tuple[str, int, bytes] | None,
     ) -> None:
-        texts = (
-            name,
-            module,
-            location,
-            text,
-            *[record[0] for record in inputs],
-            *[record[0] for record in outputs],
-            *((rng[0],) if rng is not None else ()),
-        )
         writer = self._writer
         writer.start_op()
         try:
-            slots = writer.slots(texts)
-            fields = bytearray(varint(slots[0]))
-            fields += varint(slots[1])
-            fields.append(phase)
-            fields += varint(slots[2])
-            fields += varint(slots[3])
-            position = 4
-            fields += varint(len(inputs))
-            for _, digest, flags, distance in inputs:
-                fields += varint(slots[position] << TAG_SHIFT | flags)
-                position += 1
+            writer.reserve(6 + len(inputs) + len(outputs))
+            ref = writer.ref
+            tags = writer.tags
+            parts = [
+                ref(name),
+                ref(module) if module is not None else b"\0",
+                _SMALL[phase],
+                ref(location),
+                ref(text),
+                varint(len(inputs)),
+            ]
+            append = parts.append
+            for description, digest, flags, distance in inputs:
+                append(tags(description)[flags])
                 if digest is not None:
-                    fields += digest
-                fields += varint(distance)
-            fields += varint(len(outputs))
-            for _, digest, flags, _distance in outputs:
-                fields += varint(slots[position] << TAG_SHIFT | flags)
-                position += 1
+                    append(digest)
+                append(_SMALL[distance] if distance < 128 else varint(distance))
+            append(varint(len(outputs)))
+            for description, digest, flags, _distance in outputs:
+                append(tags(description)[flags])
                 if digest is not None:
-                    fields += digest
+                    append(digest)
             if rng is None:
-                fields.append(0)
+                append(b"\0")
             else:
-                fields.append(1)
-                fields += varint(slots[position])
-                fields += varint(rng[1])
-                fields += rng[2]
+                parts += (b"\1", ref(rng[0]), varint(rng[1]), rng[2])
+            fields = b"".join(parts)
         except BaseException:
             writer.end_op()
             raise
