@@ -1,8 +1,10 @@
 """What tracing costs: training steps of real model families on CPU, traced against untraced.
 
 For each workload it prints the ratio of median step times (traced / untraced, measured
-in alternating rounds in one process, one thread), the ops per step and the trace's
-bytes per op. Then: the cost of a DataLoader with two workers (the main process traced),
+in alternating rounds in one process, one thread), the same for ``rehash=True`` and for
+a dispatch mode that records nothing (the floor of any recorder written in Python: torch
+routes every op through Python and runs some fused kernels decomposed under a mode), the
+ops per step and the trace's bytes per op. Then: the cost of a DataLoader with two workers (the main process traced),
 the speed of comparing two long traces, and the resident memory of a long traced run
 (flat means the recorder keeps nothing per op in memory).
 
@@ -22,6 +24,7 @@ import time
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -62,28 +65,35 @@ def resident_bytes():
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+class NoOpMode(TorchDispatchMode):
+    """A dispatch mode that only calls each op: the floor any Python-level recorder pays."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
 def timings(step, path, rounds, per_round):
-    """Median step times untraced, traced and traced with rehash=True, in alternating rounds."""
-    untraced, traced, rehashed = [], [], []
+    """Median step times untraced, under a no-op mode, traced and traced with rehash=True, alternating."""
+    untraced, floor, traced, rehashed = [], [], [], []
     ops, per_op = 0, 0.0
-    for _ in range(rounds):
+
+    def timed(times):
         for _ in range(per_round):
             start = time.perf_counter()
             step()
-            untraced.append(time.perf_counter() - start)
+            times.append(time.perf_counter() - start)
+
+    for _ in range(rounds):
+        timed(untraced)
+        with NoOpMode():
+            timed(floor)
         with trace(path) as recording:
-            for _ in range(per_round):
-                start = time.perf_counter()
-                step()
-                traced.append(time.perf_counter() - start)
+            timed(traced)
         ops = recording.ops
         per_op = os.path.getsize(path) / ops
         with trace(path, rehash=True):
-            for _ in range(per_round):
-                start = time.perf_counter()
-                step()
-                rehashed.append(time.perf_counter() - start)
-    medians = [statistics.median(times) for times in (untraced, traced, rehashed)]
+            timed(rehashed)
+    medians = [statistics.median(times) for times in (untraced, floor, traced, rehashed)]
     return medians, ops // per_round, per_op
 
 
@@ -263,31 +273,31 @@ def main():
         except ImportError:
             print("transformers is not installed: the GPT-2, resnet18 and vit rows are skipped")
         print(f"training steps on CPU, 1 thread, {rounds} rounds of {per_round} steps each, medians")
-        columns = ("untraced", "traced", "ratio", "rehash", "ops", "B/op")
+        columns = ("untraced", "traced", "ratio", "rehash", "no-op mode", "ops", "B/op")
         print(f"{'workload':44s} " + " ".join(f"{column:>10s}" for column in columns))
         for name, make in workloads:
             run = make()
             for _ in range(2):
                 run()
-            (base, traced, rehashed), ops, per_op = timings(run, path, rounds, per_round)
+            (base, floor, traced, rehashed), ops, per_op = timings(run, path, rounds, per_round)
             print(
                 f"{name:44s} {base * 1e3:8.1f}ms {traced * 1e3:8.1f}ms {traced / base:6.2f}x "
-                f"{rehashed / base:6.2f}x {ops:6d} {per_op:6.1f}"
+                f"{rehashed / base:6.2f}x {floor / base:6.2f}x {ops:6d} {per_op:6.1f}"
             )
-        base, traced = loader_epochs(path, rounds=2 if options.quick else 5)
+        base, traced = loader_epochs(path, rounds=2 if options.quick else 9)
         print(
             f"{'DataLoader, 2 workers, 8 batches of 32':44s} {base * 1e3:8.1f}ms {traced * 1e3:8.1f}ms "
             f"{traced / base:6.2f}x   (an epoch; the main process traced)"
         )
         for every, what in (
-            (0, "equal traces"),
-            (32, "traces where 1 op in 32 differs, unread"),
-            (2, "traces where every other op differs, unread"),
+            (0, "equal"),
+            (32, "1 op in 32 differs, unread"),
+            (2, "every other op differs, unread"),
         ):
             elapsed, rate, growth = comparing(directory, compare_ops, every)
             print(
-                f"comparing two {what} of {compare_ops} ops: {elapsed:.2f} s, {rate / 1e3:.0f}k ops/s, "
-                f"resident growth {growth / 2**20:.1f} MiB"
+                f"comparing two traces of {compare_ops} ops ({what}): {elapsed:.2f} s, "
+                f"{rate / 1e3:.0f}k ops/s, resident growth {growth / 2**20:.1f} MiB"
             )
         memory(step, path, long_steps)
         os.remove(path)

@@ -17,6 +17,7 @@ __all__ = [
     "SeededDataLoader",
     "SeededDataset",
     "SeededSampler",
+    "TracedCompileWarning",
     "__version__",
     "dataloader_kwargs",
     "derive_seed",
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from ._seeded_loader import SeededDataLoader
     from ._seeded_sampler import SeededSampler
     from ._snapshot import RNGState, restore, snapshot
-    from ._trace import Divergence, first_divergence, trace
+    from ._trace import Divergence, TracedCompileWarning, first_divergence, trace
     from ._wrappers import seeded
 
 # The module that defines each name re-exported on first use.
@@ -64,6 +65,7 @@ _LAZY = {
     "Divergence": "_trace",
     "first_divergence": "_trace",
     "trace": "_trace",
+    "TracedCompileWarning": "_trace",
     "seeded": "_wrappers",
 }
 

@@ -17,10 +17,9 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from deterministic import deterministic, first_divergence, trace
+from deterministic import TracedCompileWarning, deterministic, first_divergence, trace
 from deterministic._trace._comparing import compare
 from deterministic._trace._format import BATCH_OP, OpEvent, Reader
-from deterministic._trace._recording import TracedCompileWarning
 
 
 def ops(path: Path) -> list[OpEvent]:
