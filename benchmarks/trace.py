@@ -4,9 +4,10 @@ For each workload it prints the ratio of median step times (traced / untraced, m
 in alternating rounds in one process, one thread), the same for ``rehash=True`` and for
 a dispatch mode that records nothing (the floor of any recorder written in Python: torch
 routes every op through Python and runs some fused kernels decomposed under a mode), the
-ops per step and the trace's bytes per op. Then: the cost of a DataLoader with two workers (the main process traced),
-the speed of comparing two long traces, and the resident memory of a long traced run
-(flat means the recorder keeps nothing per op in memory).
+ops per step and the trace's bytes per op. Then: the cost of a DataLoader with two
+workers (the main process traced), the speed of comparing two long traces, and the
+resident memory of a long traced run (flat means the recorder keeps nothing per op in
+memory).
 
     python benchmarks/trace.py            # all rows, 10,000-step memory run
     python benchmarks/trace.py --quick    # CI smoke run: fewer steps and ops
