@@ -251,7 +251,7 @@ def main():
     options = parser.parse_args()
     rounds, per_round = (2, 1) if options.quick else (7, 5)
     long_steps = options.steps or (300 if options.quick else 10_000)
-    compare_ops = options.compare_ops or (50_000 if options.quick else 1_000_000)
+    compare_ops = options.compare_ops or (20_000 if options.quick else 1_000_000)
     torch.set_num_threads(1)  # stable timings on a shared machine; the ratio is what matters
     directory = tempfile.mkdtemp(prefix="trace-bench-")
     path = os.path.join(directory, "bench.dtrace")
