@@ -197,13 +197,13 @@ def test_worker_entropy_is_reported_at_the_loop_with_the_worker(tmp_path: Path) 
 
 
 def test_a_forked_child_never_writes_to_the_trace(tmp_path: Path) -> None:
-    """A child forked inside a trace runs torch ops and exits normally; the parent's file stays whole."""
+    """A child forked inside a trace runs many torch ops; the parent's file stays whole and only its own."""
     path = tmp_path / "a.dtrace"
     with deterministic(0), trace(path) as recording:
         x = torch.ones(3)
         pid = os.fork()
-        if pid == 0:  # the child: many ops (enough to fill chunks), then a normal interpreter exit
-            for _ in range(10_000):
+        if pid == 0:  # the child: ops enough to fill several chunks (and a megabyte), then exit
+            for _ in range(30_000):
                 x = x + 1
             os._exit(0)
         os.waitpid(pid, 0)
