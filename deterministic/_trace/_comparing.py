@@ -437,6 +437,8 @@ class _Comparison:
         return None
 
     def _seeded(self, event_a: OpEvent, event_b: OpEvent) -> tuple[int | None, int | None]:
+        if event_a.rng is None and event_b.rng is None:
+            return (None, None)
         found = tuple(
             stream.seeded.get(event.rng.generator, (0, None))[1] if event.rng is not None else None
             for stream, event in ((self.a, event_a), (self.b, event_b))

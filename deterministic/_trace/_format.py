@@ -699,7 +699,11 @@ class Reader:
             nonlocal position
             result = []
             for _ in range(count):
-                tag = number()
+                tag = data[position]
+                if tag < 0x80:  # most tags fit one byte: skip the call
+                    position += 1
+                else:
+                    tag = number()
                 description = table[tag >> TAG_SHIFT]
                 if description is None:
                     raise ValueError("a record refers to an undefined string")
@@ -709,7 +713,11 @@ class Reader:
                     position += DIGEST_SIZE
                 producer = None
                 if inputs:
-                    distance = number()
+                    distance = data[position]
+                    if distance < 0x80:
+                        position += 1
+                    else:
+                        distance = number()
                     producer = ops - distance if distance else None
                 result.append(
                     TensorRecord(
