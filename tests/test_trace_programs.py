@@ -33,7 +33,7 @@ def test_clean_programs_are_reproducible_under_check_trace(tmp_path: Path, famil
     result = check_trace(tmp_path, "--family", families)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "reproducible: 2 runs" in result.stdout
-    assert "traces identical" in result.stdout
+    assert "traces identical" in result.stdout or "traces match at every value read" in result.stdout
 
 
 def test_worker_entropy_in_a_gan_is_reported_at_the_loop(tmp_path: Path) -> None:

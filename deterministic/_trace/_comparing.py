@@ -54,14 +54,17 @@ _RUN_SPECIFIC = ("pid",)
 class _Stream:
     """One trace read chunk by chunk, keeping the context a report needs."""
 
+    #: Chunks with scope events remembered, to name the last scope event before a report's op.
+    SCOPED_CHUNKS = 4
+
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self.chunks: Iterator[Chunk] = reader.chunks()
         self.last_scope: ScopeEvent | None = None
-        self.scoped_chunk: Chunk | None = None  # the last skipped chunk with scope events
+        # The latest chunks seen that hold scope events (a report's op lies in or after them).
+        self.scoped: collections.deque[Chunk] = collections.deque(maxlen=self.SCOPED_CHUNKS)
         self.depth = 0
         self.environment: dict[str, Any] = reader.header.get("environment") or {}
-        self._scopes: list[ScopeEvent] = []
         self.table = new_table()
         self.alerts: dict[tuple[str, str], AlertEvent] = {}
         # generator label -> (initial seed, index of the first op that saw it)
@@ -69,33 +72,29 @@ class _Stream:
 
     def skip(self, chunk: Chunk) -> None:
         """Account for a chunk that is not parsed (equal in both runs)."""
-        if chunk.flags & HAS_SCOPES:
-            self.scoped_chunk = chunk
-            self.last_scope = None
+        self._seen(chunk)
         if chunk.flags & (HAS_ALERTS | HAS_ENVIRONMENT):
             self.absorb(self.reader.parse(chunk))
-        self.depth = chunk.depth  # of the next chunk's start, corrected when it is parsed
 
     def begin(self, chunk: Chunk) -> None:
         """Start reading a chunk record by record."""
-        self.depth = chunk.depth
-        self._scopes = []
+        self._seen(chunk)
         self.table = new_table()
 
+    def _seen(self, chunk: Chunk) -> None:
+        self.depth = chunk.depth
+        if chunk.flags & HAS_SCOPES:
+            self.scoped.append(chunk)
+
     def take(self, events: list[Any]) -> list[OpEvent]:
-        """Absorb scope events, alerts and the environment; return the op events."""
-        ops = []
-        for event in events:
-            if isinstance(event, OpEvent):
-                ops.append(event)
-            elif isinstance(event, ScopeEvent):
-                self._scopes.append(event)
-            else:
-                self.absorb([event])
+        """Absorb alerts and the environment; return the op events."""
+        ops = [event for event in events if isinstance(event, OpEvent)]
+        if len(ops) != len(events):
+            self.absorb(events)
         return ops
 
     def parsed(self, chunk: Chunk) -> list[OpEvent]:
-        """Parse a chunk; absorb its scope events and alerts; return its op events."""
+        """Parse a chunk; absorb its alerts and environment; return its op events."""
         self.begin(chunk)
         return self.take(self.reader.parse(chunk))
 
@@ -120,15 +119,27 @@ class _Stream:
                 self.environment = event.facts
 
     def context(self, chunk: Chunk | None, index: int) -> None:
-        """Set ``last_scope`` and ``depth`` to what they were just before op ``index``."""
-        scopes = [] if chunk is None else [s for s in self._scopes if s.index <= index]
-        self.depth = (chunk.depth if chunk is not None else self.depth) + sum(
-            1 if scope.kind == "enter" else -1 for scope in scopes
-        )
+        """Set ``last_scope`` and ``depth`` to what they were just before op ``index``.
+
+        Args:
+            chunk: The chunk holding op ``index``, or ``None`` when this run had ended.
+            index: The op.
+        """
+        scopes: list[ScopeEvent] = []
+        if chunk is not None and chunk.flags & HAS_SCOPES:
+            scopes = [
+                event
+                for event in self.reader.parse(chunk)
+                if isinstance(event, ScopeEvent) and event.index <= index
+            ]
+        if chunk is not None:
+            self.depth = chunk.depth + sum(1 if scope.kind == "enter" else -1 for scope in scopes)
         if scopes:
             self.last_scope = scopes[-1]
-        elif self.scoped_chunk is not None:
-            found = [e for e in self.reader.parse(self.scoped_chunk) if isinstance(e, ScopeEvent)]
+            return
+        earlier = [seen for seen in self.scoped if chunk is None or seen.first < chunk.first]
+        if earlier:
+            found = [event for event in self.reader.parse(earlier[-1]) if isinstance(event, ScopeEvent)]
             self.last_scope = found[-1] if found else None
 
     def note_rng(self, event: OpEvent) -> None:
@@ -390,7 +401,7 @@ class _Comparison:
         b.tail(chunk_b)
         return None
 
-    def step(  # noqa: PLR0911, PLR0912 - one branch per way a pair of calls can differ
+    def step(  # noqa: PLR0912 - one branch per way a pair of calls can differ
         self, event_a: OpEvent | None, event_b: OpEvent | None
     ) -> Divergence | None:
         """Compare one pair of calls; return the divergence once one is confirmed."""
@@ -416,16 +427,14 @@ class _Comparison:
             # A value that differs, and no differing traced output explains: it entered torch
             # (or was written) outside traced ops.
             external = True
-        if not outputs_differ and event_a.rng == event_b.rng:
-            return None
+        if not outputs_differ:
+            return None  # equal outputs (from equal inputs, or absorbing a difference): nothing to see
         if external or event_a.op == BATCH_OP:  # a worker's batch enters the traced process here
             kind = "external-input"
         elif event_a.rng != event_b.rng or event_a.rng is not None:
             kind = "rng-state"
         else:
             kind = "nondeterministic-op"
-        if not outputs_differ:
-            return None  # a generator in another state drew values that are equal here: nothing to see
         candidate = _Candidate(kind, (event_a, event_b), self._seeded(event_a, event_b), self.chunk_pair)
         if _python_visible(event_a, event_b):
             return self._confirm(candidate, event_a.index)

@@ -229,12 +229,13 @@ class DigestCache:
         # id(tensor) -> (weak reference, version, data pointer, storage address, digest,
         # producer, description). Storages are told apart by address alone: host and
         # device memory share one virtual address space.
-        self.entries: dict[int, tuple[Any, int, int, int, bytes | None, int | None, str | None]] = {}
+        self._entries: dict[int, tuple[Any, int, int, int, bytes | None, int | None, str | None]] = {}
         self._by_storage: dict[int, list[int]] = {}
         self._stores = 0  # since the last sweep: bounds the storage lists' stale keys too
 
-    def _valid(self, tensor: Any) -> tuple[Any, ...] | None:
-        entry = self.entries.get(id(tensor))
+    def valid(self, tensor: Any) -> tuple[Any, ...] | None:
+        """The entry of this very tensor object, if its memory is unchanged since; else ``None``."""
+        entry = self._entries.get(id(tensor))
         if entry is None or entry[0]() is not tensor:
             return None
         try:
@@ -246,7 +247,7 @@ class DigestCache:
 
     def producer(self, tensor: Any) -> int | None:
         """The index of the traced op that produced ``tensor``'s current value, if known."""
-        entry = self._valid(tensor)
+        entry = self.valid(tensor)
         return None if entry is None else entry[5]
 
     def read(
@@ -260,7 +261,7 @@ class DigestCache:
                 ``changed`` whether its bytes differ from it (a write outside torch ops).
             description: Its description, kept with the digest.
         """
-        entry = self._valid(tensor)
+        entry = self.valid(tensor)
         if entry is not None and entry[4] is not None and not rehash:
             return entry[4], entry[5], False
         digest = digest_tensor(tensor)
@@ -269,10 +270,6 @@ class DigestCache:
         if digest is not None:
             self.store(tensor, digest, producer, description)
         return digest, producer, changed
-
-    def digest(self, tensor: Any) -> bytes | None:
-        """Return :func:`digest_tensor` of ``tensor``, from the cache when still valid."""
-        return self.read(tensor)[0]
 
     def store(
         self, tensor: Any, digest: bytes | None, producer: int | None, description: str | None = None
@@ -286,10 +283,10 @@ class DigestCache:
         except Exception:  # noqa: BLE001 - inference tensors, sparse, storage-less subclasses
             return
         self._stores += 1
-        if len(self.entries) >= self.LIMIT or self._stores >= 4 * self.LIMIT:
+        if len(self._entries) >= self.LIMIT or self._stores >= 4 * self.LIMIT:
             self._sweep()
         key = id(tensor)
-        self.entries[key] = (reference, version, pointer, storage, digest, producer, description)
+        self._entries[key] = (reference, version, pointer, storage, digest, producer, description)
         self._by_storage.setdefault(storage, []).append(key)
 
     def written(self, tensor: Any) -> None:
@@ -300,17 +297,17 @@ class DigestCache:
             return
         keys = self._by_storage.pop(storage, None)
         if keys:
-            entries = self.entries
+            entries = self._entries
             for key in keys:
                 entries.pop(key, None)
 
     def _sweep(self) -> None:
         """Drop the entries of dead tensors; drop everything if most are still alive."""
         self._stores = 0
-        alive = {key: entry for key, entry in list(self.entries.items()) if entry[0]() is not None}
+        alive = {key: entry for key, entry in list(self._entries.items()) if entry[0]() is not None}
         if len(alive) >= self.LIMIT // 2:
             alive = {}
-        self.entries = alive
+        self._entries = alive
         by_storage: dict[int, list[int]] = {}
         for key, entry in alive.items():
             by_storage.setdefault(entry[3], []).append(key)

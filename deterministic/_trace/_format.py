@@ -6,11 +6,11 @@ payload, how many op records it holds, flags, and the scope depth at its start) 
 payload of records followed by the segment boundaries (``ops + 1`` little-endian u32:
 where each op's *segment* starts — the records since the previous op record ended, then
 the op record — and where the last op record ended). The writer cuts a chunk every
-:data:`CHUNK_OPS` operator calls, so
-two runs that record the same calls write byte-identical chunks at the same places:
-the comparison skips equal chunks without parsing them, and within chunks that differ,
-compares op segments as bytes and parses only those that differ. Each chunk starts with an empty
-string table, so any chunk can be read on its own. A chunk whose checksum fails, bytes
+:data:`CHUNK_OPS` operator calls, so two runs that record the same calls write
+byte-identical chunks at the same places: the comparison skips equal chunks without
+parsing them, and within chunks that differ, compares op segments as bytes and parses
+only those that differ. Each chunk starts with an empty string table, so any chunk can
+be read on its own. A chunk whose checksum fails, bytes
 after the final chunk, or a record that does not parse make the file corrupt; a chunk
 cut off by the end of the file is a run killed while writing, and reading stops there.
 
@@ -321,11 +321,6 @@ class Writer:
         # under the record's slots.
         self._building = False
         self._waiting: list[tuple[int, tuple[Any, ...]]] = []
-
-    @property
-    def buffer(self) -> bytearray:
-        """The current chunk's payload, which op records are appended to."""
-        return self._buffer
 
     def start_op(self) -> None:
         """Begin building an op record: other records wait until :meth:`op` writes it."""

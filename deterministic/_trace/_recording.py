@@ -26,9 +26,7 @@ import weakref
 
 from .. import _scope
 from ._digesting import DIGEST_NAME, DigestCache, args_text, describe, digest_tensor
-from ._format import BATCH_OP, CHANGED, FRESH, NO_DIGEST, AlertEvent, Writer, varint
-
-_SMALL = [bytes((number,)) for number in range(128)]
+from ._format import _SMALL, BATCH_OP, CHANGED, FRESH, NO_DIGEST, AlertEvent, Writer, varint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -564,8 +562,6 @@ class Recording:
         inputs = []
         written = []
         tensor_type = self._tensor_type
-        entries = self._cache.entries
-        ops = self._writer.ops
         count = len(args)
         for index, role in info.positional:
             if index >= count:
@@ -580,41 +576,18 @@ class Recording:
                 continue
             if role == WRITE:
                 written.append(value)
-            entry = entries.get(id(value))
-            if (
-                entry is not None
-                and entry[4] is not None
-                and entry[6] is not None
-                and entry[0]() is value
-                and entry[1] == value._version
-                and entry[2] == value.data_ptr()
-            ):
-                # A value a traced op produced (or that was read before), unchanged since.
-                producer = entry[5]
-                if producer is None:
-                    inputs.append((entry[6], entry[4], FRESH, 0))
-                else:
-                    inputs.append((entry[6], entry[4], 0, ops - producer))
-            else:
-                inputs.append(self._input(value))
+            inputs.append(self._input(value))
         return inputs, written
 
     def _input(self, tensor: Any) -> tuple[str, bytes | None, int, int]:
-        entry = self._cache.entries.get(id(tensor))
-        if (
-            entry is not None
-            and entry[4] is not None
-            and entry[0]() is tensor
-            and entry[1] == tensor._version
-            and entry[2] == tensor.data_ptr()
-            and not self._rehash
-        ):
-            # The common case, inlined: a value a traced op produced, unchanged since.
+        """The record of a tensor a call reads: from the cache while it is valid for this object."""
+        entry = None if self._rehash else self._cache.valid(tensor)
+        if entry is not None and entry[4] is not None and entry[6] is not None:
+            # The common case: a value a traced op produced (or read before), unchanged since.
             producer = entry[5]
-            description = entry[6] or describe(tensor)
             if producer is None:
-                return (description, entry[4], FRESH, 0)
-            return (description, entry[4], 0, self._writer.ops - producer)
+                return (entry[6], entry[4], FRESH, 0)
+            return (entry[6], entry[4], 0, self._writer.ops - producer)
         description = describe(tensor)
         digest, producer, changed = self._cache.read(tensor, self._rehash, description)
         flags = CHANGED if changed else 0
@@ -769,12 +742,15 @@ def _hook_loaders(torch: Any) -> Callable[[], None]:
         recording = _ACTIVE[0] if _ACTIVE else None
         if recording is None or recording._off or threading.get_ident() != recording._thread:
             return next_data(self)
-        recording._paused += 1
-        recording._worker = None
+        # Restored by assignment, not by a decrement: a Ctrl-C landing anywhere here leaves
+        # the recording exactly as it was found.
+        paused = recording._paused
         try:
+            recording._paused = paused + 1
+            recording._worker = None
             batch = next_data(self)
         finally:
-            recording._paused -= 1
+            recording._paused = paused
         recording.record_batch(batch, recording._worker, sys._getframe(1))
         return batch
 
