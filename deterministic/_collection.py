@@ -20,6 +20,7 @@ from __future__ import annotations
 import _thread
 import gc
 import sys
+from collections import OrderedDict
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
 if TYPE_CHECKING:
@@ -99,44 +100,45 @@ def resume_gc(paused: bool) -> None:
         gc.enable()
 
 
-# The ident of the thread running a collection, and the Python frame whose allocation
-# started it; both None outside a collection. Collections do not nest.
-_collector: int | None = None
-_trigger: FrameType | None = None
-
-
-def _on_collection(phase: str, info: dict[str, Any]) -> None:
-    global _collector, _trigger
-    if phase == "start":
-        _collector = _thread.get_ident()
-        _trigger = sys._getframe().f_back  # None when no Python code is running
-    else:
-        _collector = None
-        _trigger = None
+# The collector reports each collection's start and stop to these, through C callables
+# only: a Python callback would be a frame in which a pending Ctrl-C is handled, and the
+# collector swallows whatever a callback raises, so the Ctrl-C would be lost. The info
+# dict it passes is new for every call, which makes it a token for one collection.
+#
+# Per thread: the start info of the last collection that thread began.
+_began = _thread._local()
+# The last phase reported is the last key; "start" holds the current collection's info.
+_phases: OrderedDict[str, Any] = OrderedDict(start=None, stop=None)
+_CALLBACKS: tuple[Any, ...] = (_began.__setattr__, _phases.__setitem__, _phases.move_to_end)
 
 
 def watch_collections() -> None:
-    """Start tracking collections (once per process; a callback costs nanoseconds per collection)."""
-    if _on_collection not in gc.callbacks:
-        gc.callbacks.append(_on_collection)
+    """Start tracking collections (once per process; the callbacks cost nanoseconds per collection)."""
+    for callback in _CALLBACKS:
+        if callback not in gc.callbacks:
+            gc.callbacks.append(callback)
 
 
 def collecting() -> bool:
     """Return whether the calling thread is inside a garbage collection (its finalisers included)."""
-    return _collector is not None and _collector == _thread.get_ident()
+    # Another thread's collection may be under way (its finaliser's Python code lets
+    # threads switch): only the token this thread recorded at the start tells them apart.
+    return next(reversed(_phases)) == "start" and getattr(_began, "start", None) is _phases["start"]
 
 
-def torch_lock_may_be_held() -> bool:
-    """Return whether the current collection may have started inside a torch generator call.
+def torch_lock_may_be_held(frame: FrameType | None) -> bool:
+    """Return whether code interrupted at ``frame`` may be inside a torch generator call.
 
-    The frame whose allocation started the collection is examined: a frame of torch's
-    own Python code, or one whose current call is a method named in
+    A frame of torch's own Python code, or one whose current call is a method named in
     :data:`TORCH_GENERATOR_METHODS`, counts. It errs towards ``True``.
+
+    Args:
+        frame: The frame running when the finaliser began (the one whose allocation
+            started the collection), or ``None`` when no Python code was running.
 
     Returns:
         ``True`` when touching torch's generators now could deadlock.
     """
-    frame = _trigger
     if frame is None:
         return False
     torch = sys.modules.get("torch")

@@ -19,6 +19,7 @@ from ._sources import SOURCES
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
+    from types import FrameType
     from typing import Any, TypeVar, overload
 
     from ._scope import Part, Scope
@@ -95,7 +96,11 @@ class _Stream:
             return
         # torch's generator mutex may be held by the interrupted code: leave torch's
         # sources out of this one swap (the cleanup cannot draw from them either).
-        exclude = _torch_sources() if torch_lock_may_be_held() else None
+        # The first frame above the wrappers' own is the code the collection interrupted.
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename == __file__:
+            frame = frame.f_back
+        exclude = _torch_sources() if torch_lock_may_be_held(frame) else None
         try:
             self.step(finish, None, exclude=exclude, blocking=False)
         except Busy:

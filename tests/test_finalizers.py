@@ -9,13 +9,14 @@ import random
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import full_state
 
-from deterministic import _scope, deterministic, register_source, seeded, unregister_source
+from deterministic import _collection, _scope, deterministic, register_source, seeded, unregister_source
 
 STRESS = Path(__file__).with_name("stress_finalizers.py")
 #: Seconds each stress run lasts; CI uses the short default, a release check 40.
@@ -158,3 +159,47 @@ def test_wrapper_finalised_before_wrapped_generator() -> None:
     expected = random.Random(11)
     expected.random()
     assert cleanup == [expected.random()] * 20
+
+
+def test_collection_callbacks_run_no_python_code() -> None:
+    """The collection callbacks are C callables, so a pending Ctrl-C is never handled (and lost) in one."""
+    _collection.watch_collections()
+    package = str(Path(_collection.__file__).parent)
+    entered: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename.startswith(package):
+            entered.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        gc.collect()
+    finally:
+        sys.setprofile(None)
+    assert entered == []
+    assert all(callback in gc.callbacks for callback in _collection._CALLBACKS)
+
+
+def test_collecting_is_true_only_in_the_collecting_thread() -> None:
+    """Inside a finaliser run by a collection, only the collecting thread is told it is collecting."""
+    _collection.watch_collections()
+    seen: list[tuple[str, bool]] = []
+
+    def ask(who: str) -> None:
+        seen.append((who, _collection.collecting()))
+
+    class Finalised:
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            ask("collector")
+            other = threading.Thread(target=ask, args=("other thread",))
+            other.start()
+            other.join()
+
+    Finalised()
+    ask("before")
+    gc.collect()
+    ask("after")
+    assert seen == [("before", False), ("collector", True), ("other thread", False), ("after", False)]

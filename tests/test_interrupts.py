@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import full_state
 
-from deterministic import _scope, deterministic, register_source, seeded, unregister_source
+from deterministic import _collection, _scope, deterministic, register_source, seeded, unregister_source
 
 STRESS = Path(__file__).with_name("stress_interrupts.py")
 #: Interrupts per stress run; CI uses the short default, a release check 20000.
@@ -269,7 +269,16 @@ def light_call() -> float:
     return random.random()
 
 
-@pytest.mark.parametrize("operation", [light_block, flag_block, light_call], ids=lambda f: f.__name__)
+def collecting_block() -> None:
+    _collection.watch_collections()  # as once any decorated generator exists
+    with deterministic(4, sources=("random",)):
+        gc.collect(0)  # the collector's callbacks run here, inside the scope
+        random.random()
+
+
+@pytest.mark.parametrize(
+    "operation", [light_block, flag_block, light_call, collecting_block], ids=lambda f: f.__name__
+)
 def test_interrupt_at_every_bytecode_of_the_library(operation: Any) -> None:
     """A Ctrl-C at each bytecode of the scope machinery leaves states, stack, lock, GC and handler intact."""
     operation()  # layouts probed and caches filled, so every run executes the same bytecodes
