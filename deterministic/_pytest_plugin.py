@@ -195,6 +195,7 @@ def _reseeded(config: deterministic, seed: int) -> deterministic:
         cudnn_enabled=config.cudnn_enabled,
         deterministic_algorithms=config.deterministic_algorithms,
         fill_uninitialized_memory=config.fill_uninitialized_memory,
+        batch_invariant=config.batch_invariant,
         sources=config.sources,
     )
 

@@ -16,6 +16,7 @@ from . import _collection, _interrupts
 from ._collection import pause_gc, resume_gc
 from ._flags import AlgorithmsMode, FlagSettings
 from ._imports import watch
+from ._invariance import BatchInvariance
 from ._lock import ScopeLock, ThreadToken, current_token, on_thread_end
 from ._seeds import SeedLike, derive_seed, draw_fresh_seed, resolve_seed
 from ._sources import SOURCES, mark_imported, restore_all, select_sources
@@ -197,6 +198,8 @@ def _parts(config: deterministic, exclude: frozenset[str] | None = None) -> tupl
         parts = tuple(SOURCES.values())
         if config._flags.touches_anything:
             parts += (config._flags,)
+        if config._invariance.value is not None:
+            parts += (config._invariance,)
     if exclude:
         parts = tuple(part for part in parts if getattr(part, "name", None) not in exclude)
     return parts
@@ -583,6 +586,10 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
         deterministic_algorithms: ``True``, ``False``, ``"warn"`` (warn-only mode) or
             ``None``, as ``torch.use_deterministic_algorithms``.
         fill_uninitialized_memory: ``torch.utils.deterministic.fill_uninitialized_memory``.
+        batch_invariant: ``True`` computes matrix products and convolutions so that each
+            row's result does not depend on the batch size or the other rows (see
+            "Evaluation that does not depend on the batch size" in the docs); ``False``
+            switches an enclosing scope's ``True`` off; ``None`` leaves torch as it is.
         sources: Names of the sources to touch (``"random"``, ``"numpy"``,
             ``"torch"``, ``"cuda"``, ``"xpu"``, ``"mtia"``, ``"mps"``); ``None`` for all.
 
@@ -595,9 +602,10 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
             ``deterministic_algorithms`` is an unknown string.
     """
 
-    __slots__ = ("_flags", "_parts", "_seed", "_sources")
+    __slots__ = ("_flags", "_invariance", "_parts", "_seed", "_sources")
     _seed: int | None
     _flags: FlagSettings
+    _invariance: BatchInvariance
     _sources: tuple[Source, ...] | None
     _parts: tuple[Part, ...] | None
 
@@ -610,6 +618,7 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
         cudnn_enabled: bool | None = None,
         deterministic_algorithms: AlgorithmsMode = None,
         fill_uninitialized_memory: bool | None = None,
+        batch_invariant: bool | None = None,
         sources: Iterable[str] | None = None,
     ) -> None:
         object.__setattr__(self, "_seed", resolve_seed(seed))
@@ -624,10 +633,13 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
                 fill_uninitialized_memory,
             ),
         )
+        object.__setattr__(self, "_invariance", BatchInvariance(batch_invariant))
         object.__setattr__(self, "_sources", select_sources(sources))
         parts: tuple[Part, ...] | None = None
         if self._sources is not None:
             parts = self._sources + ((self._flags,) if self._flags.touches_anything else ())
+            if batch_invariant is not None:
+                parts += (self._invariance,)
         object.__setattr__(self, "_parts", parts)
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -649,6 +661,7 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
                 flags.deterministic_algorithms,
                 flags.fill_uninitialized_memory,
                 self.sources,
+                self._invariance.value,
             ),
         )
 
@@ -687,8 +700,13 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
         """The ``fill_uninitialized_memory`` value in the scope (``None``: untouched)."""
         return self._flags.fill_uninitialized_memory
 
+    @property
+    def batch_invariant(self) -> bool | None:
+        """The ``batch_invariant`` value in the scope (``None``: torch as it is)."""
+        return self._invariance.value
+
     def _key(self) -> tuple[object, ...]:
-        return (self._seed, self._flags, self.sources)
+        return (self._seed, self._flags, self._invariance, self.sources)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, deterministic):
@@ -705,7 +723,7 @@ class deterministic:  # noqa: N801 - reads like a function, as time-machine's `t
             f"cudnn_benchmark={flags.cudnn_benchmark!r}, cudnn_enabled={flags.cudnn_enabled!r}, "
             f"deterministic_algorithms={flags.deterministic_algorithms!r}, "
             f"fill_uninitialized_memory={flags.fill_uninitialized_memory!r}, "
-            f"sources={self.sources!r})"
+            f"batch_invariant={self._invariance.value!r}, sources={self.sources!r})"
         )
 
     def __enter__(self) -> Scope:
@@ -785,6 +803,7 @@ def _rebuild(  # noqa: PLR0917 - mirrors the constructor's keywords, in order
     deterministic_algorithms: AlgorithmsMode,
     fill_uninitialized_memory: bool | None,
     sources: tuple[str, ...] | None,
+    batch_invariant: bool | None = None,
 ) -> deterministic:
     """Unpickle a configuration (see ``deterministic.__reduce__``)."""
     return deterministic(
@@ -794,6 +813,7 @@ def _rebuild(  # noqa: PLR0917 - mirrors the constructor's keywords, in order
         cudnn_enabled=cudnn_enabled,
         deterministic_algorithms=deterministic_algorithms,
         fill_uninitialized_memory=fill_uninitialized_memory,
+        batch_invariant=batch_invariant,
         sources=sources,
     )
 

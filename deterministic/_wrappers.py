@@ -314,6 +314,7 @@ if TYPE_CHECKING:
         cudnn_enabled: bool | None = None,
         deterministic_algorithms: bool | str | None = None,
         fill_uninitialized_memory: bool | None = None,
+        batch_invariant: bool | None = None,
         sources: Any = None,
     ) -> Callable[[_F], _F]: ...
 

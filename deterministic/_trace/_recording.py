@@ -15,8 +15,6 @@ unpickling of their arrival (in arrival order, a race) is not recorded.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
 import platform
 import sys
@@ -25,13 +23,14 @@ import warnings
 import weakref
 
 from .. import _scope
+from ._attribution import Attribution, tensors_in
 from ._digesting import DIGEST_NAME, DigestCache, args_text, describe, digest_tensor
 from ._format import _SMALL, BATCH_OP, CHANGED, FRESH, NO_DIGEST, AlertEvent, Writer, varint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import CodeType, FrameType, TracebackType
+    from types import FrameType, TracebackType
     from typing import Any
 
 __all__ = ["BATCH_OP", "Recording", "environment", "trace"]
@@ -40,10 +39,6 @@ __all__ = ["BATCH_OP", "Recording", "environment", "trace"]
 ENVIRONMENT_VARIABLES = ("CUBLAS_WORKSPACE_CONFIG", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
 ENVIRONMENT_PREFIXES = ("MKL_", "OPENBLAS_", "ONEDNN_", "DNNL_", "KMP_")
 
-#: The key of the module label on autograd nodes.
-MODULE_KEY = "deterministic.trace.module"
-#: Locations (code object and line) whose ``file:line`` text is kept.
-PLACES_LIMIT = 1 << 14
 #: Torch's words in a deterministic-algorithms alert.
 ALERT_TEXT = "does not have a deterministic implementation"
 
@@ -185,7 +180,7 @@ def _cpu_capability(torch: Any) -> str | None:
         return None
 
 
-class Recording:
+class Recording(Attribution):
     """One active trace: the file being written and what the recorder tracks.
 
     Returned by ``with trace(path) as recording``.
@@ -205,15 +200,12 @@ class Recording:
         """
         import torch  # noqa: PLC0415 - torch stays optional
 
+        super().__init__(torch)
         self.path = path
-        self._torch = torch
-        self._tensor_type = torch.Tensor
         self._generator_type = torch.Generator
-        self._thread = threading.get_ident()
         self._pid = os.getpid()
-        # Set in a forked child (the recording belongs to the parent), and while a
-        # DataLoader receives a worker's batch (its arrival order is a race).
-        self._off = False
+        # _off is set in a forked child (the recording belongs to the parent); _paused
+        # while a DataLoader receives a worker's batch (its arrival order is a race).
         self._paused = 0
         self._worker: int | None = None
         self._environment = environment(torch)
@@ -230,9 +222,6 @@ class Recording:
         self._infos: dict[Any, _OpInfo] = {}
         self._cache = DigestCache()
         self._rehash = rehash
-        self._skip: dict[CodeType, bool] = {}
-        self._places: dict[tuple[CodeType, int], str] = {}
-        self._modules: list[tuple[Any, str]] = []
         self._generators: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._alerted: set[tuple[str, str]] = set()
         self.alerts: list[AlertEvent] = []
@@ -240,13 +229,7 @@ class Recording:
         self._stoppers: list[Any] = []
         self._mode: Any = None
         self._compiled_warned = False
-        self._skipped_prefixes = tuple(
-            os.path.dirname(os.path.abspath(file)) + os.sep
-            for file in (torch.__file__, os.path.dirname(__file__))
-        ) + tuple(os.path.abspath(module.__file__) for module in (contextlib, functools) if module.__file__)
-        self._skipped_prefixes += ("<frozen ",)
         self._dynamo_file = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "_dynamo", "")
-        self._current_node = getattr(torch._C, "_current_autograd_node", lambda: None)
 
     @property
     def ops(self) -> int:
@@ -255,9 +238,7 @@ class Recording:
 
     def start(self) -> None:
         """Hook modules, scopes and DataLoaders, and push the dispatch mode."""
-        hooks = self._torch.nn.modules.module
-        self._stoppers.append(hooks.register_module_forward_pre_hook(self._pre_forward).remove)
-        self._stoppers.append(hooks.register_module_forward_hook(self._post_forward, always_call=True).remove)
+        self._stoppers += self.hook()
         self._stoppers.append(_scope.observe(self._on_scope))
         self._stoppers.append(self._catch_alerts())
         self._stoppers.append(_hook_loaders(self._torch))
@@ -337,27 +318,9 @@ class Recording:
 
     # -- where an op runs -------------------------------------------------------------
 
-    def _location(self, frame: FrameType | None) -> str:
-        """The innermost frame outside torch and this library, as ``file:line``."""
-        skip = self._skip
-        while frame is not None:
-            code = frame.f_code
-            skipped = skip.get(code)
-            if skipped is None:
-                # "<frozen runpy>" and the like: the interpreter's machinery, never the user's line.
-                skipped = skip[code] = code.co_filename.startswith(self._skipped_prefixes)
-                if not skipped and not self._compiled_warned and self._under_compile(frame):
-                    self._warn_compiled(frame)
-            if not skipped:
-                key = (code, frame.f_lineno)
-                text = self._places.get(key)
-                if text is None:
-                    if len(self._places) >= PLACES_LIMIT:
-                        self._places.clear()
-                    text = self._places[key] = f"{code.co_filename}:{key[1]}"
-                return text
-            frame = frame.f_back
-        return "<outside user code>"
+    def _first_user_code(self, frame: FrameType) -> None:
+        if not self._compiled_warned and self._under_compile(frame):
+            self._warn_compiled(frame)
 
     def _under_compile(self, frame: FrameType | None) -> bool:
         """Whether a ``torch.compile`` wrapper is calling this frame (checked once per code object)."""
@@ -378,53 +341,6 @@ class Recording:
             frame.f_code.co_filename,
             frame.f_lineno,
         )
-
-    def _pre_forward(self, module: Any, args: Any) -> None:
-        if self._off or threading.get_ident() != self._thread:
-            return
-        stack = self._modules
-        if stack:
-            parent, parent_path = stack[-1]
-            path = _child_path(parent, parent_path, module)
-        else:
-            parent_path, path = "", type(module).__name__
-        # Graph nodes made before this call belong to the caller, not to this module.
-        self._label(args, parent_path)
-        stack.append((module, path))
-
-    def _post_forward(self, module: Any, args: Any, output: Any) -> None:
-        if self._off or threading.get_ident() != self._thread:
-            return
-        stack = self._modules
-        path = None
-        while stack:
-            entered, entered_path = stack.pop()
-            if entered is module:
-                path = entered_path
-                break
-        if path is not None:
-            self._label(output, path)
-
-    def _label(self, value: Any, path: str) -> None:
-        """Label the unlabelled autograd nodes behind ``value`` with a module path."""
-        torch = self._torch
-        if not torch.is_grad_enabled():
-            return
-        pending = []
-        for tensor in _tensors(value, self._tensor_type):
-            try:
-                node = tensor.grad_fn
-            except Exception:  # noqa: BLE001 - a subclass without autograd metadata
-                continue
-            if node is not None:
-                pending.append(node)
-        while pending:
-            node = pending.pop()
-            metadata = node.metadata
-            if MODULE_KEY in metadata:
-                continue
-            metadata[MODULE_KEY] = path
-            pending.extend(following for following, _ in node.next_functions if following is not None)
 
     def _on_scope(self, event: str, scope: Any) -> None:
         if self._off or threading.get_ident() != self._thread:
@@ -449,14 +365,7 @@ class Recording:
         info = self._infos.get(func)
         if info is None:
             info = self._infos[func] = _OpInfo(func, self._torch)
-        node = self._current_node()
-        if node is not None:
-            phase = 2
-            module = node.metadata.get(MODULE_KEY) or None
-        elif self._modules:
-            phase, module = 1, self._modules[-1][1]
-        else:
-            phase, module = 0, None
+        phase, module = self.attribute()
         location = self._location(sys._getframe(2))
         if info.view:
             result = func(*args, **kwargs)
@@ -490,7 +399,7 @@ class Recording:
             return
         outputs: list[tuple[str, bytes | None, int, int]] = []
         index = self._writer.ops
-        for tensor in _tensors(batch, self._tensor_type):
+        for tensor in tensors_in(batch, self._tensor_type):
             digest = digest_tensor(tensor)
             self._cache.store(tensor, digest, index)
             if digest is None:
@@ -513,12 +422,12 @@ class Recording:
         producer = None
         inputs: list[tuple[str, bytes | None, int, int]] = []
         for _, value in _arguments(info, args, kwargs):
-            for tensor in _tensors(value, tensor_type):
+            for tensor in tensors_in(value, tensor_type):
                 if producer is None:
                     producer = cache.producer(tensor)
                 inputs.append((describe(tensor, "viewed"), None, NO_DIGEST, 0))
         outputs: list[tuple[str, bytes | None, int, int]] = []
-        for tensor in _tensors(result, tensor_type):
+        for tensor in tensors_in(result, tensor_type):
             cache.store(tensor, None, producer)
             outputs.append((describe(tensor, "view"), None, NO_DIGEST, 0))
         return inputs, outputs, None
@@ -535,7 +444,7 @@ class Recording:
             if isinstance(value, tensor_type):
                 tensors: Any = (value,)
             elif isinstance(value, (tuple, list)):
-                tensors = _tensors(value, tensor_type)
+                tensors = tensors_in(value, tensor_type)
             else:
                 continue
             for tensor in tensors:
@@ -569,7 +478,7 @@ class Recording:
             value = args[index]
             if type(value) is not tensor_type and not isinstance(value, tensor_type):
                 if isinstance(value, (tuple, list)):
-                    tensors = _tensors(value, tensor_type)
+                    tensors = tensors_in(value, tensor_type)
                     inputs += [self._input(tensor) for tensor in tensors]
                     if role == WRITE:
                         written += tensors
@@ -612,7 +521,7 @@ class Recording:
         if isinstance(result, tensor_type):
             returned: list[Any] = [result]
         elif isinstance(result, (tuple, list)):
-            returned = _tensors(result, tensor_type)
+            returned = tensors_in(result, tensor_type)
         else:
             returned = []
         if written:
@@ -794,36 +703,12 @@ def _value_text(value: Any) -> str:
     return f"py:{type(value).__name__}"
 
 
-def _child_path(parent: Any, parent_path: str, module: Any) -> str:
-    for name, child in parent._modules.items():
-        if child is module:
-            return f"{parent_path}.{name}"
-    for name, child in parent.named_modules():
-        if child is module and name:
-            return f"{parent_path}.{name}"
-    return f"{parent_path}>{type(module).__name__}"
-
-
 def _arguments(info: _OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[int, Any]]:
     """The tensor-typed arguments of a call, with their roles."""
     found = [(role, args[index]) for index, role in info.positional if index < len(args)]
     if kwargs:
         found += [(role, kwargs[name]) for name, role in info.keywords if name in kwargs]
     return found
-
-
-def _tensors(value: Any, tensor_type: type) -> list[Any]:
-    """The tensors in a value: itself, or the items of a (nested) tuple, list or dict."""
-    if isinstance(value, tensor_type):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        found = []
-        for item in value:
-            found += _tensors(item, tensor_type)
-        return found
-    if isinstance(value, dict):
-        return _tensors(list(value.values()), tensor_type)
-    return []
 
 
 _MODE_CLASS: list[type] = []

@@ -1,0 +1,290 @@
+"""The ``batch_invariant`` flag: matrix products and convolutions that ignore the batch size.
+
+BLAS and convolution libraries pick a kernel, and with it a reduction order, from the
+shapes of a call: a row multiplied alone and the same row inside a batch of 8 take
+different kernels and differ in the last bits. Inside a scope with
+``batch_invariant=True`` a dispatch mode computes these ops so that every shape a
+kernel sees is fixed:
+
+* ``mm``, ``addmm``, ``mv``, ``addmv`` (and so ``matmul`` and ``linear``, which
+  reach them): the first operand's rows in blocks of :data:`ROWS`, zero-padded, each
+  block as the transposed product ``(B^T @ block^T)^T``. Measured on MKL: in a plain
+  16-row block some rows' results depend on their position in the block when the
+  output has few columns; as columns of the transposed product they do not.
+* ``bmm``, ``baddbmm``: each batch entry as its own matrix product (a batched call's
+  result depends on the entry's position in it).
+* ``convolution`` (``conv1d/2d/3d`` and transposed): each entry of ``N`` alone.
+
+A dispatch mode is thread-local, like a scope: other threads keep torch's kernels. It
+sits below autograd, so gradients flow through the original formulas, and the
+products autograd runs in backward are blocked too (convolution's backward is not).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from ._sources import loaded_module
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["ENTRIES", "ROWS", "BatchInvariance", "invariant_mode", "is_recorder"]
+
+#: Rows of the first operand per matrix product.
+ROWS = 16
+#: Convolution entries per call.
+ENTRIES = 1
+
+_local = threading.local()  # .mode: this thread's mode, while one is pushed
+
+
+class BatchInvariance:
+    """The ``batch_invariant`` setting of one configuration, as a part: capture, apply, restore."""
+
+    name = "batch_invariant"
+    module = "torch"
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        """Validate the setting.
+
+        Args:
+            value: ``True``, ``False`` or ``None``.
+
+        Raises:
+            TypeError: If ``value`` is not a bool or ``None``.
+        """
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"batch_invariant must be True, False or None, not {type(value).__name__}")
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BatchInvariance) and self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash((BatchInvariance, self.value))
+
+    def __repr__(self) -> str:
+        return f"BatchInvariance({self.value!r})"
+
+    def available(self) -> bool:
+        """Return whether torch is imported."""
+        return loaded_module("torch") is not None
+
+    def capture(self) -> tuple[Any, bool]:
+        """Return this thread's mode (or ``None``) and whether it is on."""
+        mode = getattr(_local, "mode", None)
+        return (mode, mode is not None and mode.enabled)
+
+    def seed(self, seed: int) -> None:
+        """Switch the flag to this configuration's value; takes no seed, as flags do.
+
+        Args:
+            seed: Unused.
+        """
+        mode = getattr(_local, "mode", None)
+        if self.value:
+            if mode is None:
+                mode = _mode_class()()
+                _push_below_recorders(mode)
+                _local.mode = mode
+            mode.enabled = True
+        elif mode is not None:
+            mode.enabled = False
+
+    def restore(self, state: tuple[Any, bool]) -> None:
+        """Put back what :meth:`capture` saw: pop a mode pushed since, or reset it."""
+        saved, enabled = state
+        mode = getattr(_local, "mode", None)
+        if mode is not None and mode is not saved:
+            _local.mode = saved
+            _remove(mode)
+        if saved is not None:
+            saved.enabled = enabled
+
+
+def invariant_mode() -> bool:
+    """Return whether the calling thread is inside a ``batch_invariant=True`` scope."""
+    mode = getattr(_local, "mode", None)
+    return mode is not None and mode.enabled
+
+
+def is_recorder(mode: object) -> bool:
+    """Return whether a dispatch mode is one of this library's recorders (they stay on top)."""
+    return getattr(mode, "deterministic_recorder", False) is True
+
+
+def _push_below_recorders(mode: Any) -> None:
+    """Push ``mode``, below the recorders on top of the stack, so that they see whole ops."""
+    from torch.utils import _python_dispatch as dispatch  # noqa: PLC0415 - torch stays optional
+
+    above = []
+    depth: Any = dispatch._len_torch_dispatch_stack  # type: ignore[attr-defined]
+    while depth() and is_recorder(dispatch._get_current_dispatch_mode()):
+        above.append(dispatch._pop_mode())
+    try:
+        mode.__enter__()
+    finally:
+        for recorder in reversed(above):
+            dispatch._push_mode(recorder)
+
+
+def _remove(mode: Any) -> None:
+    """Pop ``mode`` from this thread's dispatch stack, wherever it is, keeping the others."""
+    from torch.utils import _python_dispatch as dispatch  # noqa: PLC0415 - torch stays optional
+
+    above = []
+    depth: Any = dispatch._len_torch_dispatch_stack  # type: ignore[attr-defined]
+    try:
+        while depth():
+            top: Any = dispatch._get_current_dispatch_mode()
+            if top is mode:
+                top.__exit__(None, None, None)
+                break
+            above.append(dispatch._pop_mode())
+    finally:
+        for other in reversed(above):
+            dispatch._push_mode(other)
+
+
+def _pad(block: Any, size: int) -> Any:
+    """``block`` with zero rows appended up to ``size`` rows."""
+    missing = size - block.shape[0]
+    if not missing:
+        return block
+    torch = loaded_module("torch")
+    return torch.cat([block, block.new_zeros((missing, *block.shape[1:]))])  # type: ignore[union-attr]
+
+
+def _rows(a: Any, b: Any, bias: Any, beta: Any, alpha: Any) -> Any:
+    """``beta * bias + alpha * (a @ b)`` with the rows of ``a`` in fixed blocks (no bias: ``a @ b``)."""
+    torch = loaded_module("torch")
+    assert torch is not None
+    m, n = a.shape[0], b.shape[1]
+    out = a.new_empty((m, n))
+    b_t = b.t()
+    full = None if bias is None else bias.expand(m, n)
+    for start in range(0, m, ROWS):
+        stop = min(start + ROWS, m)
+        block_t = _pad(a[start:stop], ROWS).t()
+        if full is None:
+            product = torch.mm(b_t, block_t)
+        else:
+            product = torch.addmm(_pad(full[start:stop], ROWS).t(), b_t, block_t, beta=beta, alpha=alpha)
+        out[start:stop] = product.t()[: stop - start]
+    return out
+
+
+def _mm(a: Any, b: Any) -> Any:
+    return _rows(a, b, None, 1, 1)
+
+
+def _addmm(bias: Any, a: Any, b: Any, *, beta: Any = 1, alpha: Any = 1) -> Any:
+    return _rows(a, b, bias, beta, alpha)
+
+
+def _mv(a: Any, v: Any) -> Any:
+    return _rows(a, v[:, None], None, 1, 1)[:, 0]
+
+
+def _addmv(bias: Any, a: Any, v: Any, *, beta: Any = 1, alpha: Any = 1) -> Any:
+    return _rows(a, v[:, None], bias.expand(a.shape[0])[:, None], beta, alpha)[:, 0]
+
+
+def _bmm(a: Any, b: Any) -> Any:
+    torch = loaded_module("torch")
+    assert torch is not None
+    out = a.new_empty((a.shape[0], a.shape[1], b.shape[2]))
+    for entry in range(a.shape[0]):
+        out[entry] = torch.mm(a[entry], b[entry])
+    return out
+
+
+def _baddbmm(bias: Any, a: Any, b: Any, *, beta: Any = 1, alpha: Any = 1) -> Any:
+    torch = loaded_module("torch")
+    assert torch is not None
+    out = a.new_empty((a.shape[0], a.shape[1], b.shape[2]))
+    full = bias.expand(out.shape)
+    for entry in range(a.shape[0]):
+        out[entry] = torch.addmm(full[entry], a[entry], b[entry], beta=beta, alpha=alpha)
+    return out
+
+
+def _kernels(torch: Any) -> dict[Any, Any]:
+    aten = torch.ops.aten
+    return {
+        aten.mm.default: _mm,
+        aten.addmm.default: _addmm,
+        aten.mv.default: _mv,
+        aten.addmv.default: _addmv,
+        aten.bmm.default: _bmm,
+        aten.baddbmm.default: _baddbmm,
+    }
+
+
+def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A convolution over each entry of ``N`` on its own (unbatched input: as it is)."""
+    torch = loaded_module("torch")
+    assert torch is not None
+    x, weight = args[0], args[1]
+    if x.dim() != weight.dim() or x.shape[0] <= ENTRIES:
+        return func(*args, **kwargs)
+    rest = args[1:]
+    parts = [
+        func(_pad(x[start : start + ENTRIES], ENTRIES), *rest, **kwargs)[: min(ENTRIES, x.shape[0] - start)]
+        for start in range(0, x.shape[0], ENTRIES)
+    ]
+    return torch.cat(parts)
+
+
+def _plain(values: tuple[Any, ...], tensor_types: tuple[type, ...], strided: Any) -> bool:
+    """Whether every tensor among ``values`` is a plain strided tensor (no subclass, no sparse)."""
+    for value in values:
+        if isinstance(value, tensor_types[0]) and (
+            type(value) not in tensor_types or value.layout != strided  # type: ignore[attr-defined]
+        ):
+            return False
+    return True
+
+
+_MODE_CLASS: list[type] = []
+
+
+def _mode_class() -> type:
+    """The dispatch mode class, defined on first use (it needs torch)."""
+    if not _MODE_CLASS:
+        import torch  # noqa: PLC0415 - torch stays optional
+        from torch.utils._python_dispatch import TorchDispatchMode  # noqa: PLC0415
+
+        kernels = _kernels(torch)
+        convolution = torch.ops.aten.convolution.default
+        tensor_types = (torch.Tensor, torch.nn.Parameter)
+        strided = torch.strided
+
+        class _InvariantMode(TorchDispatchMode):  # type: ignore[no-untyped-call]
+            """Computes the covered ops in fixed-shape pieces while ``enabled``."""
+
+            def __init__(self) -> None:
+                super().__init__()  # type: ignore[no-untyped-call]
+                self.enabled = True
+
+            def __torch_dispatch__(
+                self,
+                func: Any,
+                types: Any,
+                args: tuple[Any, ...] = (),
+                kwargs: dict[str, Any] | None = None,
+            ) -> Any:
+                kwargs = kwargs or {}
+                if self.enabled and _plain(args, tensor_types, strided):
+                    kernel = kernels.get(func)
+                    if kernel is not None:
+                        return kernel(*args, **kwargs)
+                    if func is convolution:
+                        return _convolution(func, args, kwargs)
+                return func(*args, **kwargs)
+
+        _MODE_CLASS.append(_InvariantMode)
+    return _MODE_CLASS[0]
