@@ -10,6 +10,7 @@ from ._version import __version__
 TYPE_CHECKING = False
 
 __all__ = [
+    "BatchDivergence",
     "Divergence",
     "RNGState",
     "SampleKey",
@@ -19,6 +20,7 @@ __all__ = [
     "SeededSampler",
     "TracedCompileWarning",
     "__version__",
+    "batch_divergence",
     "dataloader_kwargs",
     "derive_seed",
     "deterministic",
@@ -43,7 +45,14 @@ if TYPE_CHECKING:
     from ._seeded_loader import SeededDataLoader
     from ._seeded_sampler import SeededSampler
     from ._snapshot import RNGState, restore, snapshot
-    from ._trace import Divergence, TracedCompileWarning, first_divergence, trace
+    from ._trace import (
+        BatchDivergence,
+        Divergence,
+        TracedCompileWarning,
+        batch_divergence,
+        first_divergence,
+        trace,
+    )
     from ._wrappers import seeded
 
 # The module that defines each name re-exported on first use.
@@ -62,6 +71,8 @@ _LAZY = {
     "restore": "_snapshot",
     "snapshot": "_snapshot",
     # The tracer costs milliseconds to import and only those who trace need it.
+    "BatchDivergence": "_trace",
+    "batch_divergence": "_trace",
     "Divergence": "_trace",
     "first_divergence": "_trace",
     "trace": "_trace",

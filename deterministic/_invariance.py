@@ -212,16 +212,33 @@ def _baddbmm(bias: Any, a: Any, b: Any, *, beta: Any = 1, alpha: Any = 1) -> Any
     return out
 
 
+def _into(kernel: Any) -> Any:
+    """The ``out=`` form of a kernel (compiled code calls the BLAS through these)."""
+
+    def with_out(*args: Any, out: Any, **kwargs: Any) -> Any:
+        result = kernel(*args, **kwargs)
+        if out.shape != result.shape:
+            out.resize_(result.shape)
+        return out.copy_(result)
+
+    return with_out
+
+
 def _kernels(torch: Any) -> dict[Any, Any]:
     aten = torch.ops.aten
-    return {
-        aten.mm.default: _mm,
-        aten.addmm.default: _addmm,
-        aten.mv.default: _mv,
-        aten.addmv.default: _addmv,
-        aten.bmm.default: _bmm,
-        aten.baddbmm.default: _baddbmm,
+    functional = {
+        aten.mm: _mm,
+        aten.addmm: _addmm,
+        aten.mv: _mv,
+        aten.addmv: _addmv,
+        aten.bmm: _bmm,
+        aten.baddbmm: _baddbmm,
     }
+    kernels = {}
+    for packet, kernel in functional.items():
+        kernels[packet.default] = kernel
+        kernels[packet.out] = _into(kernel)
+    return kernels
 
 
 def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -269,6 +286,14 @@ def _mode_class() -> type:
             def __init__(self) -> None:
                 super().__init__()  # type: ignore[no-untyped-call]
                 self.enabled = True
+
+            @classmethod
+            def ignore_compile_internals(cls) -> bool:
+                # With a mode that does not, Dynamo skips every compiled function first
+                # called inside the scope, and remembers that after the scope. The
+                # compiled code's own calls into the BLAS (``mm.out`` and kin) still
+                # come through here.
+                return True
 
             def __torch_dispatch__(
                 self,
