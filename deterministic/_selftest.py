@@ -363,6 +363,55 @@ def probe_deterministic_algorithms(device: str) -> str:
     )
 
 
+def probe_batch_invariant(device: str) -> str:
+    """Under batch_invariant=True each row's result is the same at every batch size, on this device."""
+    torch = __import__("torch") if device == "cpu" else Device(device).torch
+    from ._scope import deterministic  # noqa: PLC0415
+    from ._trace import batch_divergence  # noqa: PLC0415
+
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> Any:
+        return torch.randn(*shape, generator=generator).to(device)
+
+    weight, bias = rand(90, 7), rand(7)
+    wide = rand(256, 384)
+    kernel = rand(8, 3, 3, 3)
+    ops: dict[str, Callable[[Any], Any]] = {
+        "mm": lambda x: torch.mm(x, wide),
+        "addmm": lambda x: torch.addmm(bias, x[:, :90], weight),
+        "bmm": lambda x: torch.bmm(x[:, :180].reshape(-1, 9, 20), x[:, 76:].reshape(-1, 20, 9)),
+        "conv2d": lambda x: torch.conv2d(x[:, :192].reshape(-1, 3, 8, 8), kernel, padding=1),
+    }
+    batch = rand(17, 256)
+    varied = []
+    for name, op in ops.items():
+        plain_full = op(batch)
+        if any(not torch.equal(plain_full[r : r + 1], op(batch[r : r + 1].clone())) for r in range(17)):
+            varied.append(name)
+        with deterministic(0, batch_invariant=True):
+            full = op(batch)
+            for size in (1, 3, 8):
+                assert torch.equal(op(batch[:size].clone()), full[:size]), f"{name}: rows changed at B={size}"
+            for row in (0, 5, 16):
+                alone = op(batch[row : row + 1].clone())
+                assert torch.equal(alone, full[row : row + 1]), f"{name}: row {row} alone differs"
+        assert torch.equal(op(batch), plain_full), f"{name}: torch's own kernel not back after the scope"
+    model = torch.nn.Sequential(torch.nn.Linear(256, 384), torch.nn.GELU(), torch.nn.Linear(384, 10)).to(
+        device
+    )
+    with deterministic(0, batch_invariant=True):
+        found = batch_divergence(model.eval(), batch[:8])
+    assert found is None, f"an MLP under the flag still diverges:\n{found}"
+    without = batch_divergence(model, batch[:8])
+    plain = "no divergence" if without is None else f"{without.kind} at {without.op}"
+    return (
+        f"rows bit-identical at B=1,3,8,17 for {', '.join(ops)} under the flag, torch's kernels back after; "
+        f"without it rows varied for {', '.join(varied) or 'none'}; MLP: {plain} without the flag, "
+        "none with it"
+    )
+
+
 PROBES: tuple[Probe, ...] = (
     Probe("scope", ("cpu",), probe_cpu_scope, "classic draws, exact restore of CPU states and flags"),
     Probe("snapshot", ("cpu",), probe_cpu_snapshot, "snapshot -> JSON -> restore"),
@@ -373,6 +422,9 @@ PROBES: tuple[Probe, ...] = (
     Probe("no-sync", ("cuda",), probe_no_sync, "no device synchronisation per scope"),
     Probe("graphs", ("cuda",), probe_graphs, "CUDA graphs inside and around scopes"),
     Probe("algorithms", ("cuda",), probe_deterministic_algorithms, "deterministic algorithms and cuBLAS"),
+    Probe(
+        "batch-invariant", ("cpu", "cuda"), probe_batch_invariant, "batch_invariant=True on matmul and conv"
+    ),
 )
 
 

@@ -58,8 +58,18 @@ def flag_state() -> tuple[Any, ...]:
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.utils.deterministic.fill_uninitialized_memory,
+        dispatch_modes(),
         os.environ.get(CUBLAS),
     )
+
+
+def dispatch_modes() -> tuple[Any, ...]:
+    """The calling thread's torch dispatch modes (``batch_invariant=True`` pushes one)."""
+    if torch is None:
+        return ()
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    return tuple(_get_current_dispatch_mode_stack())
 
 
 def full_state() -> tuple[Any, ...]:
@@ -112,6 +122,10 @@ def _put_back(saved_random: Any, saved_numpy: Any, saved_torch: Any, saved_flags
         torch._C._set_cudnn_enabled(saved_flags[2])
         torch._C._set_deterministic_algorithms(saved_flags[3], warn_only=saved_flags[4])
         torch._C._set_deterministic_fill_uninitialized_memory(saved_flags[5])
+        from torch.utils._python_dispatch import _pop_mode
+
+        while len(dispatch_modes()) > len(saved_flags[6]):
+            _pop_mode()
     if saved_flags[-1] is None:
         os.environ.pop(CUBLAS, None)
     else:
