@@ -11,8 +11,9 @@ kernel sees is fixed:
   block as the transposed product ``(B^T @ block^T)^T``. Measured on MKL: in a plain
   16-row block some rows' results depend on their position in the block when the
   output has few columns; as columns of the transposed product they do not.
-* ``bmm``, ``baddbmm``: each batch entry as its own matrix product (a batched call's
-  result depends on the entry's position in it).
+* ``bmm``, ``baddbmm``: each batch entry on its own (a batched call's result depends
+  on the entry's position in it), its rows blocked as above: ``matmul`` picks ``bmm``
+  or ``mm`` by the batch size and by contiguity, and both must give a row the same bits.
 * ``convolution`` (``conv1d/2d/3d`` and transposed): each entry of ``N`` alone.
 
 A dispatch mode is thread-local, like a scope: other threads keep torch's kernels. It
@@ -73,10 +74,14 @@ class BatchInvariance:
         """Return whether torch is imported."""
         return loaded_module("torch") is not None
 
-    def capture(self) -> tuple[Any, bool]:
-        """Return this thread's mode (or ``None``) and whether it is on."""
+    def capture(self) -> bool | None:
+        """Return this thread's setting: ``None`` (no mode pushed), ``True`` or ``False``.
+
+        A value, not the mode object: a generator's step resumes its own state after
+        its mode was popped at the previous suspension.
+        """
         mode = getattr(_local, "mode", None)
-        return (mode, mode is not None and mode.enabled)
+        return None if mode is None else bool(mode.enabled)
 
     def seed(self, seed: int) -> None:
         """Switch the flag to this configuration's value; takes no seed, as flags do.
@@ -84,25 +89,22 @@ class BatchInvariance:
         Args:
             seed: Unused.
         """
-        mode = getattr(_local, "mode", None)
-        if self.value:
-            if mode is None:
-                mode = _mode_class()()
-                _push_below_recorders(mode)
-                _local.mode = mode
-            mode.enabled = True
-        elif mode is not None:
-            mode.enabled = False
+        if self.value is not None and (self.value or getattr(_local, "mode", None) is not None):
+            self.restore(self.value)
 
-    def restore(self, state: tuple[Any, bool]) -> None:
-        """Put back what :meth:`capture` saw: pop a mode pushed since, or reset it."""
-        saved, enabled = state
+    def restore(self, state: bool | None) -> None:
+        """Put this thread's setting back to what :meth:`capture` returned."""
         mode = getattr(_local, "mode", None)
-        if mode is not None and mode is not saved:
-            _local.mode = saved
-            _remove(mode)
-        if saved is not None:
-            saved.enabled = enabled
+        if state is None:
+            if mode is not None:
+                _local.mode = None
+                _remove(mode)
+            return
+        if mode is None:
+            mode = _mode_class()()
+            _push_below_recorders(mode)
+            _local.mode = mode
+        mode.enabled = state
 
 
 def invariant_mode() -> bool:
@@ -149,13 +151,17 @@ def _remove(mode: Any) -> None:
             dispatch._push_mode(other)
 
 
-def _pad(block: Any, size: int) -> Any:
-    """``block`` with zero rows appended up to ``size`` rows."""
-    missing = size - block.shape[0]
-    if not missing:
-        return block
-    torch = loaded_module("torch")
-    return torch.cat([block, block.new_zeros((missing, *block.shape[1:]))])  # type: ignore[union-attr]
+def _fresh(tensor: Any, start: int, size: int) -> Any:
+    """Rows ``start:start+size`` of ``tensor`` in a new contiguous tensor, zero-padded to ``size``.
+
+    Always a copy: a view would carry the caller's strides and alignment, which a
+    kernel may treat differently from a single row's (measured: ``mv`` does).
+    """
+    part = tensor[start : start + size]
+    shape = (size, *tensor.shape[1:])
+    block = tensor.new_zeros(shape) if part.shape[0] < size else tensor.new_empty(shape)
+    block[: part.shape[0]] = part
+    return block
 
 
 def _rows(a: Any, b: Any, bias: Any, beta: Any, alpha: Any) -> Any:
@@ -168,11 +174,11 @@ def _rows(a: Any, b: Any, bias: Any, beta: Any, alpha: Any) -> Any:
     full = None if bias is None else bias.expand(m, n)
     for start in range(0, m, ROWS):
         stop = min(start + ROWS, m)
-        block_t = _pad(a[start:stop], ROWS).t()
+        block_t = _fresh(a, start, ROWS).t()
         if full is None:
             product = torch.mm(b_t, block_t)
         else:
-            product = torch.addmm(_pad(full[start:stop], ROWS).t(), b_t, block_t, beta=beta, alpha=alpha)
+            product = torch.addmm(_fresh(full, start, ROWS).t(), b_t, block_t, beta=beta, alpha=alpha)
         out[start:stop] = product.t()[: stop - start]
     return out
 
@@ -194,21 +200,19 @@ def _addmv(bias: Any, a: Any, v: Any, *, beta: Any = 1, alpha: Any = 1) -> Any:
 
 
 def _bmm(a: Any, b: Any) -> Any:
-    torch = loaded_module("torch")
-    assert torch is not None
+    # Each entry through _rows, as mm computes rows: matmul picks bmm or mm by the batch
+    # size and by contiguity, and the two must agree on every row.
     out = a.new_empty((a.shape[0], a.shape[1], b.shape[2]))
     for entry in range(a.shape[0]):
-        out[entry] = torch.mm(a[entry], b[entry])
+        out[entry] = _rows(a[entry], b[entry], None, 1, 1)
     return out
 
 
 def _baddbmm(bias: Any, a: Any, b: Any, *, beta: Any = 1, alpha: Any = 1) -> Any:
-    torch = loaded_module("torch")
-    assert torch is not None
     out = a.new_empty((a.shape[0], a.shape[1], b.shape[2]))
     full = bias.expand(out.shape)
     for entry in range(a.shape[0]):
-        out[entry] = torch.addmm(full[entry], a[entry], b[entry], beta=beta, alpha=alpha)
+        out[entry] = _rows(a[entry], b[entry], full[entry], beta, alpha)
     return out
 
 
@@ -250,7 +254,7 @@ def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> An
         return func(*args, **kwargs)
     rest = args[1:]
     parts = [
-        func(_pad(x[start : start + ENTRIES], ENTRIES), *rest, **kwargs)[: min(ENTRIES, x.shape[0] - start)]
+        func(_fresh(x, start, ENTRIES), *rest, **kwargs)[: min(ENTRIES, x.shape[0] - start)]
         for start in range(0, x.shape[0], ENTRIES)
     ]
     return torch.cat(parts)
