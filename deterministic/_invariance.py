@@ -9,8 +9,10 @@ kernel sees is fixed:
 * ``mm``, ``addmm``, ``mv``, ``addmv`` (and so ``matmul`` and ``linear``, which
   reach them): the first operand's rows in blocks of :data:`ROWS`, zero-padded, each
   block as the transposed product ``(B^T @ block^T)^T``. Measured on MKL: in a plain
-  16-row block some rows' results depend on their position in the block when the
-  output has few columns; as columns of the transposed product they do not.
+  block some rows' results depend on their position in the block when the output
+  has 5 to 11 columns; as columns of the transposed product they do not (float32,
+  float16, bfloat16). float64 is the other way round, and its blocks are multiplied
+  as they are, with an even number of columns (see :func:`_rows_even`).
 * ``bmm``, ``baddbmm``: each batch entry on its own (a batched call's result depends
   on the entry's position in it), its rows blocked as above: ``matmul`` picks ``bmm``
   or ``mm`` by the batch size and by contiguity, and both must give a row the same bits.
@@ -23,7 +25,7 @@ products autograd runs in backward are blocked too (convolution's backward is no
 
 from __future__ import annotations
 
-import threading
+import _thread
 
 from ._sources import loaded_module
 
@@ -34,11 +36,11 @@ if TYPE_CHECKING:
 __all__ = ["ENTRIES", "ROWS", "BatchInvariance", "invariant_mode", "is_recorder"]
 
 #: Rows of the first operand per matrix product.
-ROWS = 16
+ROWS = 64
 #: Convolution entries per call.
 ENTRIES = 1
 
-_local = threading.local()  # .mode: this thread's mode, while one is pushed
+_local = _thread._local()  # .mode: this thread's mode, while one is pushed (threading stays unimported)
 
 
 class BatchInvariance:
@@ -151,36 +153,78 @@ def _remove(mode: Any) -> None:
             dispatch._push_mode(other)
 
 
-def _fresh(tensor: Any, start: int, size: int) -> Any:
-    """Rows ``start:start+size`` of ``tensor`` in a new contiguous tensor, zero-padded to ``size``.
+def _padded(tensor: Any, size: int) -> Any:
+    """``tensor`` copied into a new contiguous tensor of ``size`` rows, zero-padded.
 
     Always a copy: a view would carry the caller's strides and alignment, which a
-    kernel may treat differently from a single row's (measured: ``mv`` does).
+    kernel may treat differently from a single row's (measured: ``mv`` does). Blocks
+    of :data:`ROWS` rows of the copy start at multiples of 64 bytes, as a fresh
+    allocation does.
     """
-    part = tensor[start : start + size]
     shape = (size, *tensor.shape[1:])
-    block = tensor.new_zeros(shape) if part.shape[0] < size else tensor.new_empty(shape)
-    block[: part.shape[0]] = part
-    return block
+    rows = tensor.shape[0]
+    padded = tensor.new_zeros(shape) if rows < size else tensor.new_empty(shape)
+    padded[:rows] = tensor
+    return padded
 
 
 def _rows(a: Any, b: Any, bias: Any, beta: Any, alpha: Any) -> Any:
     """``beta * bias + alpha * (a @ b)`` with the rows of ``a`` in fixed blocks (no bias: ``a @ b``)."""
     torch = loaded_module("torch")
     assert torch is not None
+    if a.dtype == torch.float64:
+        return _rows_even(a, b, bias, beta, alpha)
     m, n = a.shape[0], b.shape[1]
-    out = a.new_empty((m, n))
-    b_t = b.t()
-    full = None if bias is None else bias.expand(m, n)
-    for start in range(0, m, ROWS):
-        stop = min(start + ROWS, m)
-        block_t = _fresh(a, start, ROWS).t()
-        if full is None:
-            product = torch.mm(b_t, block_t)
+    blocks = -(-m // ROWS)
+    a_t = _padded(a, blocks * ROWS).view(blocks, ROWS, -1).transpose(1, 2)
+    # Contiguous whatever the caller's strides (they differ between a batch and a single
+    # row, and MKL takes another path for another layout); a weight already is.
+    b_t = b.t().contiguous()
+    # Each block's product is written where the next step reads it: no copy per block.
+    products = a.new_empty((blocks, n, ROWS))
+    if bias is None:
+        for block in range(blocks):
+            torch.mm(b_t, a_t[block], out=products[block])
+    else:
+        full = bias.expand(m, n)
+        if full.stride(0) == 0:  # the same bias for every row (a linear layer's)
+            bias_t = full[0][:, None].expand(n, ROWS)
+            biases = [bias_t] * blocks
         else:
-            product = torch.addmm(_fresh(full, start, ROWS).t(), b_t, block_t, beta=beta, alpha=alpha)
-        out[start:stop] = product.t()[: stop - start]
-    return out
+            padded = _padded(full, blocks * ROWS).view(blocks, ROWS, n).transpose(1, 2)
+            biases = list(padded)
+        for block in range(blocks):
+            torch.addmm(biases[block], b_t, a_t[block], beta=beta, alpha=alpha, out=products[block])
+    # Contiguous, as torch's own result: with one block the reshape would be a view.
+    return products.transpose(1, 2).reshape(blocks * ROWS, n)[:m].contiguous()
+
+
+def _rows_even(a: Any, b: Any, bias: Any, beta: Any, alpha: Any) -> Any:
+    """:func:`_rows` for float64: blocks multiplied as they are, with an even number of columns.
+
+    Measured on MKL: in float64 the transposed product's columns depend on their
+    position in the block, and the plain product's rows do when the output has an odd
+    number of columns; with an even number (a zero column appended) they do not.
+    """
+    torch = loaded_module("torch")
+    assert torch is not None
+    m, n = a.shape[0], b.shape[1]
+    width = n + n % 2
+    blocks = -(-m // ROWS)
+    b = torch.cat([b, b.new_zeros((b.shape[0], 1))], dim=1) if width != n else b.contiguous()
+    rows = _padded(a, blocks * ROWS)
+    out = a.new_empty((blocks * ROWS, width))
+    full = None
+    if bias is not None:
+        full = torch.zeros((blocks * ROWS, width), dtype=out.dtype, device=out.device)
+        full[:m, :n] = bias.expand(m, n)
+    for block in range(blocks):
+        window = slice(block * ROWS, (block + 1) * ROWS)
+        if full is None:
+            torch.mm(rows[window], b, out=out[window])
+        else:
+            torch.addmm(full[window], rows[window], b, beta=beta, alpha=alpha, out=out[window])
+    return out[:m, :n] if width == n else out[:m, :n].contiguous()
 
 
 def _mm(a: Any, b: Any) -> Any:
@@ -246,18 +290,20 @@ def _kernels(torch: Any) -> dict[Any, Any]:
 
 
 def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """A convolution over each entry of ``N`` on its own (unbatched input: as it is)."""
+    """A convolution over fixed blocks of :data:`ENTRIES` entries of ``N`` (unbatched input: as it is)."""
     torch = loaded_module("torch")
     assert torch is not None
-    x, weight = args[0], args[1]
-    if x.dim() != weight.dim() or x.shape[0] <= ENTRIES:
+    x, rest = args[0], args[1:]
+    if x.dim() != rest[0].dim():
         return func(*args, **kwargs)
-    rest = args[1:]
+    n = x.shape[0]
+    if n == 0:
+        return func(*args, **kwargs)
+    # Each block in its own allocation: the same alignment as a single entry's.
     parts = [
-        func(_fresh(x, start, ENTRIES), *rest, **kwargs)[: min(ENTRIES, x.shape[0] - start)]
-        for start in range(0, x.shape[0], ENTRIES)
+        func(_padded(x[start : start + ENTRIES], ENTRIES), *rest, **kwargs) for start in range(0, n, ENTRIES)
     ]
-    return torch.cat(parts)
+    return torch.cat(parts)[:n]
 
 
 def _plain(values: tuple[Any, ...], tensor_types: tuple[type, ...], strided: Any) -> bool:
@@ -307,13 +353,15 @@ def _mode_class() -> type:
                 kwargs: dict[str, Any] | None = None,
             ) -> Any:
                 kwargs = kwargs or {}
-                if self.enabled and _plain(args, tensor_types, strided):
-                    kernel = kernels.get(func)
-                    if kernel is not None:
-                        return kernel(*args, **kwargs)
-                    if func is convolution:
-                        return _convolution(func, args, kwargs)
-                return func(*args, **kwargs)
+                # Every op of the thread comes through here: the others leave at once.
+                kernel = kernels.get(func)
+                if kernel is None and func is not convolution:
+                    return func(*args, **kwargs)
+                if not self.enabled or not _plain(args, tensor_types, strided):
+                    return func(*args, **kwargs)
+                if kernel is None:
+                    return _convolution(func, args, kwargs)
+                return kernel(*args, **kwargs)
 
         _MODE_CLASS.append(_InvariantMode)
     return _MODE_CLASS[0]

@@ -432,6 +432,30 @@ def test_bmm_entries_depend_on_their_position_until_the_flag() -> None:
         assert batch_divergence(attention, make(8, 9, 40)) is None
 
 
+def test_an_expanded_mask_and_infinities_do_not_hide_a_divergence() -> None:
+    """A mask expanded to B (no row, but the batch's size) and -inf scores still let the op be found."""
+
+    def masked(x: Any) -> Any:
+        scores = torch.bmm(x, x.transpose(1, 2))
+        mask = torch.full((9, 40), float("-inf")).triu(1).expand(x.shape[0], 9, 40)
+        return torch.baddbmm(mask, scores, x)
+
+    found = batch_divergence(masked, make(8, 9, 40))
+    assert found is not None and (found.kind, found.op) == ("batch-variant-op", "aten::baddbmm")
+    assert 0 < found.max_abs_diff < 1e-3  # the -inf entries are equal, not an infinite difference
+
+
+def test_flag_results_are_contiguous_as_torchs() -> None:
+    """The flag's results are contiguous at every size, as torch's are: a layout must not vary with B."""
+    with deterministic(0, batch_invariant=True):
+        for size in (1, 2, 64, 65, 200):
+            assert OPS["addmm"](make(size, 256)).is_contiguous()
+            assert torch.mm(make(size, 33), make(33, 5)).is_contiguous()
+            wide = torch.float64
+            assert torch.mm(make(size, 33, dtype=wide), make(33, 5, dtype=wide)).is_contiguous()
+        assert OPS["bmm"](make(3, 256)).is_contiguous()
+
+
 def test_a_reduction_over_the_batch_is_cross_row() -> None:
     """Normalising by the batch's mean makes each row depend on the others: cross-row."""
 

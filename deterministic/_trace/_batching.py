@@ -420,17 +420,11 @@ class _Comparison:
         solo_shapes = () if solo_index is None else self.solo.calls[solo_index].shapes
         batched_shape = self.batched.calls[index].shapes[slot]
         solo_shape = solo_shapes[slot] if slot < len(solo_shapes) else None
-        if batched_shape is None or solo_shape is None or len(batched_shape) != len(solo_shape):
-            return _UNKNOWN
-        differing = [d for d in range(len(batched_shape)) if batched_shape[d] != solo_shape[d]]
-        if not differing:
-            return _WHOLE
-        dim = differing[0]
-        if len(differing) > 1 or batched_shape[dim] != self.size * solo_shape[dim]:
-            return _UNKNOWN
-        if solo_shape[dim] == 1:
-            return (dim, 1, 1)
-        return self._merged(self.batched.calls[index], dim, batched_shape[dim], solo_shape[dim])
+        found = _layout_from_shapes(batched_shape, solo_shape, self.size)
+        if isinstance(found, tuple) and found[2] > 1:
+            dim, _, length = found
+            return self._merged(self.batched.calls[index], dim, self.size * length, length)
+        return found
 
     def _merged(self, call: _Call, dim: int, length: int, solo_length: int) -> tuple[int, int, int]:
         """The layout of a merged dimension: the order of an input that has the same one."""
@@ -445,6 +439,19 @@ class _Comparison:
                 if shape is not None and shape[layout[0]] == length:
                     return (dim, layout[1], layout[2])
         return (dim, 1, solo_length)
+
+    def part(self, value: Any, layout: Any, solo: Any) -> Any:
+        """The row's part of a batched value, to compare with the single-row run's ``solo``.
+
+        A tensor that holds no row but has the batch's size (a mask expanded to ``B``)
+        is cut by its shape.
+        """
+        found = self.restrict(value, layout)
+        if layout is _WHOLE and found is not None and solo is not None and found.shape != solo.shape:
+            found = self.restrict(
+                value, _layout_from_shapes(tuple(value.shape), tuple(solo.shape), self.size)
+            )
+        return found
 
     def restrict(self, value: Any, layout: Any) -> Any:
         """The row's part of a batched value (``None`` when it cannot be found)."""
@@ -497,8 +504,8 @@ class _Comparison:
         for slot, value in enumerate(call.values):
             if slot >= len(solo_call.values):
                 break
-            mine = self.restrict(value, self.layout((index, slot)))
             theirs = solo_call.values[slot]
+            mine = self.part(value, self.layout((index, slot)), theirs)
             if mine is None or theirs is None:
                 continue
             difference = _difference(self.torch, mine, theirs)
@@ -514,8 +521,8 @@ class _Comparison:
                 continue
             if ref is None or solo_ref is None:
                 return False
-            mine = self.restrict(self.value(self.batched, ref), self.layout(ref))
             theirs = self.value(self.solo, solo_ref)
+            mine = self.part(self.value(self.batched, ref), self.layout(ref), theirs)
             if mine is None or theirs is None or _difference(self.torch, mine, theirs) is not None:
                 return False
         return True
@@ -556,6 +563,23 @@ def _deduce(torch: Any, numbers: Any, size: int) -> Any:
     return (dim, before, after) if torch.equal(line, expected) else _UNKNOWN
 
 
+def _layout_from_shapes(batched: Any, solo: Any, size: int) -> Any:
+    """The layout that ``size`` rows of ``solo``'s shape stacked to ``batched``'s shape suggest.
+
+    A merged dimension is reported with ``after`` = the single row's length (rows one
+    after the other); the caller may know better.
+    """
+    if batched is None or solo is None or len(batched) != len(solo):
+        return _UNKNOWN
+    differing = [d for d in range(len(batched)) if batched[d] != solo[d]]
+    if not differing:
+        return _WHOLE
+    dim = differing[0]
+    if len(differing) > 1 or batched[dim] != size * solo[dim]:
+        return _UNKNOWN
+    return (dim, 1, solo[dim])
+
+
 def _difference(torch: Any, a: Any, b: Any) -> float | None:
     """The largest absolute difference of two tensors, or ``None`` when they are bit-identical."""
     if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
@@ -566,8 +590,10 @@ def _difference(torch: Any, a: Any, b: Any) -> float | None:
         bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}.get(a.element_size())
         if bits is not None and torch.equal(a.contiguous().view(bits), b.contiguous().view(bits)):
             return None
+        # Equal values (infinities included) and NaN against NaN differ by nothing.
+        same = (a == b) | (torch.isnan(a) & torch.isnan(b))
         gap = (a.double() - b.double()).abs()
-        gap = torch.where(torch.isnan(gap), math.inf, gap)
+        gap = torch.where(same, 0.0, torch.where(torch.isnan(gap), math.inf, gap))
         return float(gap.max()) if gap.numel() else None
     if torch.equal(a, b):
         return None
