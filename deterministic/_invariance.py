@@ -168,6 +168,17 @@ def _padded(tensor: Any, size: int) -> Any:
     return padded
 
 
+def _dense(matrix: Any) -> Any:
+    """``matrix`` as it is when dense in rows or in columns (a weight, or its transpose), else a copy.
+
+    MKL takes another path for another layout, and a strided view's layout can differ
+    between a batch and a single row; a weight's never does, and is not copied.
+    """
+    if matrix.is_contiguous() or matrix.t().is_contiguous():
+        return matrix
+    return matrix.contiguous()
+
+
 def _rows(a: Any, b: Any, bias: Any, beta: Any, alpha: Any) -> Any:
     """``beta * bias + alpha * (a @ b)`` with the rows of ``a`` in fixed blocks (no bias: ``a @ b``)."""
     torch = loaded_module("torch")
@@ -177,14 +188,12 @@ def _rows(a: Any, b: Any, bias: Any, beta: Any, alpha: Any) -> Any:
     m, n = a.shape[0], b.shape[1]
     blocks = -(-m // ROWS)
     a_t = _padded(a, blocks * ROWS).view(blocks, ROWS, -1).transpose(1, 2)
-    # Contiguous whatever the caller's strides (they differ between a batch and a single
-    # row, and MKL takes another path for another layout); a weight already is.
-    b_t = b.t().contiguous()
+    b_t = _dense(b.t())
     # Each block's product is written where the next step reads it: no copy per block.
-    products = a.new_empty((blocks, n, ROWS))
+    products = a.new_empty((n, blocks * ROWS))
     if bias is None:
         for block in range(blocks):
-            torch.mm(b_t, a_t[block], out=products[block])
+            torch.mm(b_t, a_t[block], out=products[:, block * ROWS : (block + 1) * ROWS])
     else:
         full = bias.expand(m, n)
         if full.stride(0) == 0:  # the same bias for every row (a linear layer's)
@@ -194,9 +203,10 @@ def _rows(a: Any, b: Any, bias: Any, beta: Any, alpha: Any) -> Any:
             padded = _padded(full, blocks * ROWS).view(blocks, ROWS, n).transpose(1, 2)
             biases = list(padded)
         for block in range(blocks):
-            torch.addmm(biases[block], b_t, a_t[block], beta=beta, alpha=alpha, out=products[block])
+            window = products[:, block * ROWS : (block + 1) * ROWS]
+            torch.addmm(biases[block], b_t, a_t[block], beta=beta, alpha=alpha, out=window)
     # Contiguous, as torch's own result: with one block the reshape would be a view.
-    return products.transpose(1, 2).reshape(blocks * ROWS, n)[:m].contiguous()
+    return products[:, :m].t().contiguous()
 
 
 def _rows_even(a: Any, b: Any, bias: Any, beta: Any, alpha: Any) -> Any:
@@ -211,7 +221,7 @@ def _rows_even(a: Any, b: Any, bias: Any, beta: Any, alpha: Any) -> Any:
     m, n = a.shape[0], b.shape[1]
     width = n + n % 2
     blocks = -(-m // ROWS)
-    b = torch.cat([b, b.new_zeros((b.shape[0], 1))], dim=1) if width != n else b.contiguous()
+    b = torch.cat([b, b.new_zeros((b.shape[0], 1))], dim=1) if width != n else _dense(b)
     rows = _padded(a, blocks * ROWS)
     out = a.new_empty((blocks * ROWS, width))
     full = None
