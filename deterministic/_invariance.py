@@ -154,15 +154,17 @@ def _remove(mode: Any) -> None:
 
 
 def _padded(tensor: Any, size: int) -> Any:
-    """``tensor`` copied into a new contiguous tensor of ``size`` rows, zero-padded.
+    """``tensor`` as a contiguous tensor of ``size`` rows, zero-padded, 64-byte aligned.
 
-    Always a copy: a view would carry the caller's strides and alignment, which a
-    kernel may treat differently from a single row's (measured: ``mv`` does). Blocks
-    of :data:`ROWS` rows of the copy start at multiples of 64 bytes, as a fresh
-    allocation does.
+    A copy unless the tensor already is exactly that: a strided or unaligned view would
+    reach the kernel with another layout than a single row's copy does, and MKL treats
+    layouts differently (measured: ``mv`` on a strided view differs from ``mv`` on a
+    copy). Blocks of :data:`ROWS` rows then start at multiples of 64 bytes.
     """
     shape = (size, *tensor.shape[1:])
     rows = tensor.shape[0]
+    if rows == size and tensor.is_contiguous() and tensor.data_ptr() % 64 == 0:
+        return tensor
     padded = tensor.new_zeros(shape) if rows < size else tensor.new_empty(shape)
     padded[:rows] = tensor
     return padded

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from ._attribution import BACKWARD, FORWARD, Attribution
 from ._recording import IN, _arguments, _OpInfo
+from ._reporting import short_location
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class BatchDivergence:
             f"batch divergence: {self.kind} at op #{self.index} ({self.op}), row {self.row}",
             f"  module:   {self.module or '-'}",
             f"  phase:    {self.phase or '-'}",
-            f"  location: {self.location}",
+            f"  location: {short_location(self.location)}",
             f"  largest difference for the row: {difference}",
         ]
         if self.kind == "control-flow":
