@@ -105,7 +105,12 @@ def main():
                 with torch.no_grad():
                     model(ids)
 
-            rows.append((f"flag, GPT-2 tiny eval, {attention} attention, B={size}", *ratio(forward, flagged(forward), rounds)))
+            rows.append(
+                (
+                    f"flag, GPT-2 tiny eval, {attention} attention, B={size}",
+                    *ratio(forward, flagged(forward), rounds),
+                )
+            )
     images = torch.randn(32, 3, 32, 32, generator=generator)
     model = cnn()
 
@@ -122,10 +127,12 @@ def main():
             return model(batch).logits
 
     probe_rounds = max(1, rounds // 5)
-    rows.append((
-        "batch_divergence, GPT-2 tiny, B=8, all rows",
-        *ratio(lambda: logits(ids), lambda: batch_divergence(logits, ids), probe_rounds),
-    ))
+    rows.append(
+        (
+            "batch_divergence, GPT-2 tiny, B=8, all rows",
+            *ratio(lambda: logits(ids), lambda: batch_divergence(logits, ids), probe_rounds),
+        )
+    )
     for name, value, plain in rows:
         print(f"{name:52} {value:6.2f}x {plain * 1000:10.1f} ms")
 

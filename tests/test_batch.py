@@ -61,6 +61,16 @@ OPS = {
 }
 
 
+def check_rows(op: Callable[[Any], Any], batch: Any) -> Any:
+    """Assert each row of ``op(batch)`` equals the row alone and the first rows at B = 1, 3, 8."""
+    full = op(batch)
+    for size in SIZES:
+        assert torch.equal(op(batch[:size].clone()), full[:size]), f"B={size}"
+    for row in range(batch.shape[0]):
+        assert torch.equal(op(batch[row : row + 1].clone()), full[row : row + 1]), f"row {row}"
+    return full
+
+
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_flag_makes_each_row_independent_of_batch_size_and_other_rows(name: str) -> None:
     """Under the flag each covered op's row equals the row alone at B = 1, 3, 8, 17, whatever else is in."""
@@ -70,11 +80,7 @@ def test_flag_makes_each_row_independent_of_batch_size_and_other_rows(name: str)
     other[1:] = make(16, 256, seed=9)
     before = full_state()
     with deterministic(0, batch_invariant=True):
-        full = op(batch)
-        for size in SIZES:
-            assert torch.equal(op(batch[:size].clone()), full[:size]), f"B={size}"
-        for row in range(17):
-            assert torch.equal(op(batch[row : row + 1].clone()), full[row : row + 1]), f"row {row}"
+        full = check_rows(op, batch)
         assert torch.equal(op(other)[:1], full[:1])
     assert full_state() == before
     assert torch.allclose(op(batch), full, rtol=1e-5, atol=1e-5)
@@ -509,14 +515,8 @@ def test_cuda_flag_makes_each_row_independent_of_the_batch(name: str) -> None:
     WEIGHT, BIAS, SQUARE = WEIGHT.cuda(), BIAS.cuda(), SQUARE.cuda()
     KERNELS.update({k: v.cuda() for k, v in KERNELS.items()})
     try:
-        op = OPS[name]
-        batch = make(17, 256, seed=8).cuda()
         with deterministic(0, batch_invariant=True):
-            full = op(batch)
-            for size in SIZES:
-                assert torch.equal(op(batch[:size].clone()), full[:size]), f"B={size}"
-            for row in range(17):
-                assert torch.equal(op(batch[row : row + 1].clone()), full[row : row + 1]), f"row {row}"
+            check_rows(OPS[name], make(17, 256, seed=8).cuda())
     finally:
         WEIGHT, BIAS, SQUARE = saved[:3]
         KERNELS.update(saved[3])

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from dataclasses import dataclass
 
 from ._attribution import BACKWARD, FORWARD, Attribution
-from ._recording import IN, _arguments, _OpInfo
+from ._recording import IN, _arguments, _mode_class, _OpInfo
 from ._reporting import short_location
 
 TYPE_CHECKING = False
@@ -233,8 +234,6 @@ class _Prober(Attribution):
         run = self.run
         if run is None or self._off:
             return func(*args, **kwargs)
-        import threading  # noqa: PLC0415 - imported already, looked up here only
-
         if threading.get_ident() != self._thread:
             return func(*args, **kwargs)
         info = self._infos.get(func)
@@ -289,36 +288,6 @@ class _Prober(Attribution):
         call.values = tuple(values)
         run.calls.append(call)
         return result
-
-
-_MODE_CLASS: list[type] = []
-
-
-def _mode_class() -> type:
-    """The probe's dispatch mode class, defined on first use (it needs torch)."""
-    if not _MODE_CLASS:
-        from torch.utils._python_dispatch import TorchDispatchMode  # noqa: PLC0415
-
-        class _ProbeMode(TorchDispatchMode):  # type: ignore[no-untyped-call]
-            # The batch_invariant flag's mode is pushed below recorders, so that they see
-            # whole ops rather than its pieces.
-            deterministic_recorder = True
-
-            def __init__(self, prober: _Prober) -> None:
-                super().__init__()  # type: ignore[no-untyped-call]
-                self.prober = prober
-
-            def __torch_dispatch__(
-                self,
-                func: Any,
-                types: Any,
-                args: tuple[Any, ...] = (),
-                kwargs: dict[str, Any] | None = None,
-            ) -> Any:
-                return self.prober.record(func, args, kwargs or {})
-
-        _MODE_CLASS.append(_ProbeMode)
-    return _MODE_CLASS[0]
 
 
 # -- comparing ---------------------------------------------------------------------------
@@ -764,7 +733,7 @@ class _Session:
             [value if axis is not None else None for value, axis in zip(arguments, self.dims, strict=True)],
             self.dims,
         )
-        mode = _mode_class()(self.prober)
+        mode = _mode_class(torch)(self.prober)
         self.prober.run = run
         try:
             # Compiled functions run eagerly, so that every op is seen; a compiled function

@@ -720,8 +720,9 @@ def _mode_class(torch: Any) -> type:
         from torch.utils._python_dispatch import TorchDispatchMode  # noqa: PLC0415
 
         class _RecordingMode(TorchDispatchMode):  # type: ignore[no-untyped-call]
-            # The batch_invariant flag's mode is pushed below recorders, so that a trace
-            # holds whole ops rather than the flag's pieces.
+            # The recorder of traces and of batch_divergence (any object with `record`).
+            # The batch_invariant flag's mode is pushed below recorders, so that they see
+            # whole ops rather than the flag's pieces.
             deterministic_recorder = True
 
             def __init__(self, recording: Recording) -> None:
