@@ -319,10 +319,16 @@ def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> An
 
 
 def _plain(values: tuple[Any, ...], tensor_types: tuple[type, ...], strided: Any) -> bool:
-    """Whether every tensor among ``values`` is a plain strided tensor (no subclass, no sparse)."""
+    """Whether every tensor among ``values`` is a plain strided tensor with data.
+
+    Subclasses, sparse and nested tensors, and meta tensors (shapes without data, as
+    tracing uses) go to torch's own kernel.
+    """
     for value in values:
         if isinstance(value, tensor_types[0]) and (
-            type(value) not in tensor_types or value.layout != strided  # type: ignore[attr-defined]
+            type(value) not in tensor_types
+            or value.layout != strided  # type: ignore[attr-defined]
+            or value.is_meta  # type: ignore[attr-defined]
         ):
             return False
     return True

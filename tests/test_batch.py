@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -112,6 +115,37 @@ def test_flag_restores_torchs_kernels_on_exit_and_after_an_exception() -> None:
         raise KeyError("inside")
     assert torch.equal(OPS["addmm"](batch), plain)
     assert dispatch_modes() == modes and not invariant_mode()
+
+
+def test_flag_engages_when_torch_is_imported_inside_the_scope() -> None:
+    """A scope entered before torch is imported applies the flag once torch arrives, and undoes it."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from deterministic import deterministic
+        assert "torch" not in sys.modules
+        with deterministic(0, batch_invariant=True):
+            import torch
+            from torch.utils._python_dispatch import _get_current_dispatch_mode_stack as modes
+            a, w = torch.randn(17, 90), torch.randn(90, 7)
+            full = a @ w
+            rows = [torch.equal(full[r : r + 1], a[r : r + 1].clone() @ w) for r in range(17)]
+            print(len(modes()), all(rows))
+        print(len(modes()))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "True", "0"]
+
+
+def test_flag_leaves_meta_and_subclass_tensors_to_torch() -> None:
+    """Tensors without data (meta) and sparse tensors take torch's own kernel under the flag."""
+    sparse, dense = make(6, 5).relu().to_sparse(), make(5, 3)
+    expected = torch.sparse.mm(sparse, dense)
+    with deterministic(0, batch_invariant=True):
+        assert (torch.empty(5, 3, device="meta") @ torch.empty(3, 4, device="meta")).shape == (5, 4)
+        assert torch.equal(torch.sparse.mm(sparse, dense), expected)
 
 
 def test_flag_values_nest_and_restore() -> None:
