@@ -103,14 +103,27 @@ def test_identical_programs_match_despite_uninitialised_memory(tmp_path: Path, p
     assert divergence is None, str(divergence)
 
 
+def garbage_traced_twice(tmp_path: Path, read: Any) -> tuple[Path, Path]:
+    """Trace ``read(torch.empty(n))`` twice, with ``n`` chosen so that the garbage read differs.
+
+    Which freed chunk the allocator hands out depends on what ran before in the process,
+    so a size is tried until the two traced runs really read different garbage.
+    """
+    for size in (64, 1000, 4096, 16384, 50000):
+        seen: list[float] = []
+
+        def program(size: int = size, seen: list[float] = seen) -> None:
+            seen.append(float(read(torch.empty(size))))
+
+        paths = traced_twice(tmp_path, program)
+        if seen[-1] != seen[-2]:
+            return paths
+    raise AssertionError("the allocator never handed out differing garbage")
+
+
 def test_a_differing_value_that_a_later_op_reads_is_still_found(tmp_path: Path) -> None:
     """The same garbage, read by an op whose output matters, is reported where it was made."""
-
-    def program() -> None:
-        scratch = torch.empty(64)
-        print((scratch * 1).sum().item())
-
-    first, second = traced_twice(tmp_path, program)
+    first, second = garbage_traced_twice(tmp_path, lambda scratch: (scratch * 1).sum().item())
     divergence = first_divergence(first, second)
     assert divergence is not None and divergence.kind == "external-input"
     assert divergence.op == "aten::mul.Tensor"
@@ -118,11 +131,7 @@ def test_a_differing_value_that_a_later_op_reads_is_still_found(tmp_path: Path) 
 
 def test_a_difference_no_op_reads_is_named_when_outputs_differ(tmp_path: Path) -> None:
     """A differing value read only outside torch ops is the 'unread' difference, not a divergence."""
-
-    def program() -> None:
-        print((torch.empty(64) * 1).numpy().sum())
-
-    first, second = traced_twice(tmp_path, program)
+    first, second = garbage_traced_twice(tmp_path, lambda scratch: (scratch * 1).numpy().sum())
     divergence, unread = compare(first, second)
     assert divergence is None
     assert unread is not None and unread.op == "aten::mul.Tensor"
