@@ -76,14 +76,10 @@ class BatchInvariance:
         """Return whether torch is imported."""
         return loaded_module("torch") is not None
 
-    def capture(self) -> bool | None:
-        """Return this thread's setting: ``None`` (no mode pushed), ``True`` or ``False``.
-
-        A value, not the mode object: a generator's step resumes its own state after
-        its mode was popped at the previous suspension.
-        """
+    def capture(self) -> tuple[Any, bool]:
+        """Return this thread's mode (or ``None``) and whether it is on."""
         mode = getattr(_local, "mode", None)
-        return None if mode is None else bool(mode.enabled)
+        return (mode, mode is not None and mode.enabled)
 
     def seed(self, seed: int) -> None:
         """Switch the flag to this configuration's value; takes no seed, as flags do.
@@ -91,22 +87,39 @@ class BatchInvariance:
         Args:
             seed: Unused.
         """
-        if self.value is not None and (self.value or getattr(_local, "mode", None) is not None):
-            self.restore(self.value)
-
-    def restore(self, state: bool | None) -> None:
-        """Put this thread's setting back to what :meth:`capture` returned."""
         mode = getattr(_local, "mode", None)
-        if state is None:
-            if mode is not None:
-                _local.mode = None
+        if mode is not None and _pushed(mode):
+            mode.enabled = bool(self.value)
+        elif self.value:
+            # None, or off the stack (other code cleared the stack around this call, and
+            # will push it back): a fresh mode of this entry's own.
+            _local.mode = _fresh_mode()
+        elif mode is not None:
+            mode.enabled = False
+
+    def restore(self, state: tuple[Any, bool]) -> None:
+        """Put back what :meth:`capture` saw: remove a mode pushed since, reset the saved one."""
+        saved, enabled = state
+        mode = getattr(_local, "mode", None)
+        if mode is not None and mode is not saved:
+            _local.mode = saved
+            if _pushed(mode):
                 _remove(mode)
-            return
-        if mode is None:
-            mode = _mode_class()()
-            _push_below_recorders(mode)
-            _local.mode = mode
-        mode.enabled = state
+                mode.removed = True
+        _local.mode = saved
+        if saved is not None:
+            saved.enabled = enabled
+            if saved.removed:
+                # Removed here since (a generator's step resumes its own state): push it again.
+                saved.removed = False
+                _push_below_recorders(saved)
+
+
+def _fresh_mode() -> Any:
+    """A new enabled mode, pushed below the recorders."""
+    mode = _mode_class()()
+    _push_below_recorders(mode)
+    return mode
 
 
 def invariant_mode() -> bool:
@@ -118,6 +131,13 @@ def invariant_mode() -> bool:
 def is_recorder(mode: object) -> bool:
     """Return whether a dispatch mode is one of this library's recorders (they stay on top)."""
     return getattr(mode, "deterministic_recorder", False) is True
+
+
+def _pushed(mode: Any) -> bool:
+    """Whether ``mode`` is on this thread's dispatch stack."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack  # noqa: PLC0415
+
+    return any(entry is mode for entry in _get_current_dispatch_mode_stack())
 
 
 def _push_below_recorders(mode: Any) -> None:
@@ -354,6 +374,7 @@ def _mode_class() -> type:
             def __init__(self) -> None:
                 super().__init__()  # type: ignore[no-untyped-call]
                 self.enabled = True
+                self.removed = False  # taken off the stack by a scope's exit
 
             @classmethod
             def ignore_compile_internals(cls) -> bool:

@@ -148,6 +148,21 @@ def test_flag_leaves_meta_and_subclass_tensors_to_torch() -> None:
         assert torch.equal(torch.sparse.mm(sparse, dense), expected)
 
 
+def test_flag_applies_again_after_its_mode_was_popped_by_other_code() -> None:
+    """A mode popped by other code (a stack cleared around a call) is replaced, not trusted."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    batch = make(17, 256, seed=8)
+    op = OPS["addmm"]
+    with deterministic(0, batch_invariant=True):
+        blocked = op(batch)
+        with _disable_current_modes():
+            with deterministic(1, batch_invariant=True):
+                assert torch.equal(op(batch), blocked)
+        assert torch.equal(op(batch), blocked)
+    assert not invariant_mode() and dispatch_modes() == ()
+
+
 def test_flag_values_nest_and_restore() -> None:
     """True, False and None nest like the other flags: False inside True is torch's kernel, and back."""
     batch = make(17, 256, seed=8)

@@ -276,8 +276,15 @@ def collecting_block() -> None:
         random.random()
 
 
+def invariant_block() -> None:
+    with deterministic(5, batch_invariant=True, sources=("random",)):
+        random.random()
+
+
 @pytest.mark.parametrize(
-    "operation", [light_block, flag_block, light_call, collecting_block], ids=lambda f: f.__name__
+    "operation",
+    [light_block, flag_block, light_call, collecting_block, invariant_block],
+    ids=lambda f: f.__name__,
 )
 def test_interrupt_at_every_bytecode_of_the_library(operation: Any) -> None:
     """A Ctrl-C at each bytecode of the scope machinery leaves states, stack, lock, GC and handler intact."""
